@@ -1,0 +1,26 @@
+"""tfcompress: compress Keras models (binary, quantized, pruned, searched) and deploy them
+as TFLite / Larq Compute Engine / TFLite Micro / Edge TPU files.
+
+Importing tfcompress selects Keras 2 (``tf_keras``), which larq and TF-MOT need: it sets
+``TF_USE_LEGACY_KERAS=1`` before TensorFlow resolves ``tf.keras``, and raises
+:class:`KerasVersionError` if Keras 3 is already active.
+"""
+
+from tfcompress._env import KerasVersionError, select_keras2
+
+select_keras2()
+
+from tfcompress import data, runtime  # noqa: E402
+from tfcompress.conversion import ConversionResult, convert  # noqa: E402
+from tfcompress.errors import (  # noqa: E402
+    ConversionError, DataError, InterpreterError, TfcompressError,
+)
+from tfcompress.runtime import Interpreter  # noqa: E402
+from tfcompress.runtime.verify import verify  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConversionError", "ConversionResult", "DataError", "Interpreter", "InterpreterError",
+    "KerasVersionError", "TfcompressError", "__version__", "convert", "data", "runtime", "verify",
+]
