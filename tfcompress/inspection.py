@@ -45,6 +45,9 @@ def layer_precisions(layer):
     bit width is unknown (bare functions) count as 1-bit when named like larq's binary
     quantizers and raise otherwise.
     """
+    own = getattr(layer, "tfcompress_precisions", None)
+    if callable(own):   # layers that binarize internally declare their bits themselves
+        return dict(own())
     out = {}
     for role, q in _quantizer_objects(layer):
         try:
