@@ -76,6 +76,23 @@ def _cmd_verify(args):
     return 0
 
 
+def _cmd_summary(args):
+    from tfcompress.report import summary
+
+    model = _load_keras(args.model)
+    try:
+        report = summary(model)
+    except (TypeError, ValueError) as err:
+        from tfcompress.errors import TfcompressError
+
+        raise TfcompressError(f"Cannot summarize {args.model}: {err}") from err
+    print(report.to_json() if args.json else report.to_text())
+    if args.plot:
+        path = report.plot(args.plot)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="tfcompress", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -120,6 +137,13 @@ def build_parser():
     v.add_argument("--latency-runs", type=int, default=100)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("summary", help="per-layer params, bits, memory, MACs/BOPs and sparsity")
+    s.add_argument("model", help=".keras/.h5 file or SavedModel folder")
+    s.add_argument("--json", action="store_true", help="print JSON instead of the text table")
+    s.add_argument("--plot", default=None, metavar="PNG",
+                   help="also write a bar chart of memory per layer to this PNG file")
+    s.set_defaults(func=_cmd_summary)
     return p
 
 
