@@ -10,7 +10,9 @@ from tfcompress._env import KerasVersionError, select_keras2
 
 select_keras2()
 
-from tfcompress import data, layers, optimizers, quantizers, runtime  # noqa: E402
+from tfcompress import (  # noqa: E402
+    data, distill, layers, lowrank, mixed_precision, optimizers, quantizers, runtime,
+)
 from tfcompress.conversion import ConversionResult, convert  # noqa: E402
 from tfcompress.errors import (  # noqa: E402
     ConversionError, DataError, InterpreterError, TfcompressError,
@@ -22,6 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConversionError", "ConversionResult", "DataError", "Interpreter", "InterpreterError",
-    "KerasVersionError", "TfcompressError", "__version__", "convert", "data", "layers",
-    "optimizers", "quantizers", "runtime", "verify",
+    "KerasVersionError", "TfcompressError", "__version__", "convert", "data", "distill", "layers",
+    "lowrank", "mixed_precision", "optimizers", "quantizers", "runtime", "verify",
 ]
