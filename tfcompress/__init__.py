@@ -11,7 +11,7 @@ from tfcompress._env import KerasVersionError, select_keras2
 select_keras2()
 
 from tfcompress import (  # noqa: E402
-    data, distill, layers, lowrank, mixed_precision, optimizers, quantizers, runtime,
+    data, distill, layers, lowrank, mixed_precision, optimizers, pruning, quantizers, runtime,
 )
 from tfcompress.conversion import ConversionResult, convert  # noqa: E402
 from tfcompress.errors import (  # noqa: E402
@@ -25,5 +25,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ConversionError", "ConversionResult", "DataError", "Interpreter", "InterpreterError",
     "KerasVersionError", "TfcompressError", "__version__", "convert", "data", "distill", "layers",
-    "lowrank", "mixed_precision", "optimizers", "quantizers", "runtime", "verify",
+    "lowrank", "mixed_precision", "optimizers", "pruning", "quantizers", "runtime", "verify",
 ]

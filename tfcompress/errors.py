@@ -15,3 +15,7 @@ class ConversionError(TfcompressError, ValueError):
 
 class InterpreterError(TfcompressError, RuntimeError):
     """A flatbuffer could not be loaded or run by an interpreter."""
+
+
+class PruningError(TfcompressError, ValueError):
+    """A model, option or state does not allow the requested pruning step (names the layer)."""
