@@ -200,11 +200,14 @@ def decompose(model, *, rank_ratio=None, energy=None, param_ratio=None, method="
                 s_in = np.linalg.svd(_unfold(kernel, 2), compute_uv=False)
                 s_out = np.linalg.svd(_unfold(kernel, 3), compute_uv=False)
                 if param_ratio is not None:
-                    best = (1, 1)
+                    # the largest core (r1 * r2, ties to balanced ranks) within the budget
+                    best, key = (1, 1), (-1, 0)
                     for r1 in range(1, ci + 1):
-                        r2 = max(1, int(round(r1 * co / ci)))
-                        if ci * r1 + kh * kw * r1 * r2 + r2 * co <= param_ratio * params:
-                            best = (r1, min(r2, co))
+                        for r2 in range(1, co + 1):
+                            if ci * r1 + kh * kw * r1 * r2 + r2 * co <= param_ratio * params:
+                                k = (r1 * r2, -abs(r1 / ci - r2 / co))
+                                if k > key:
+                                    best, key = (r1, r2), k
                     ranks = best
                 else:
                     ranks = (_rank(ci, s_in, layer, rank_ratio, energy, None, None, params),
