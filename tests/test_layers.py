@@ -220,13 +220,16 @@ def test_binary_layer_converts_with_lce_and_matches(name, tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
-def test_lsq_8bit_model_converts_to_int8_and_runs():
+@pytest.mark.parametrize("make", [
+    lambda: tfcompress.quantizers.LSQ(bits=8),
+    lambda: tfcompress.quantizers.Uniform(bits=8, per_channel=True),
+])
+def test_8bit_models_convert_to_int8_and_run(make):
     keras.utils.set_random_seed(2)
     model = keras.Sequential([
         keras.Input((8, 8, 3)),
-        L.QuantConv2D(8, 3, kernel_quantizer=tfcompress.quantizers.LSQ(bits=8),
-                      input_quantizer=None, activation="relu"),
-        keras.layers.Flatten(), L.QuantDense(4, kernel_quantizer=tfcompress.quantizers.LSQ(bits=8)),
+        L.QuantConv2D(8, 3, kernel_quantizer=make(), input_quantizer=None, activation="relu"),
+        keras.layers.Flatten(), L.QuantDense(4, kernel_quantizer=make()),
     ])
     x = _x((40, 8, 8, 3))
     model(x[:2])                                   # eager call: LSQ's data-dependent step init

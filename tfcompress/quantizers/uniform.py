@@ -193,9 +193,11 @@ class LSQ(BaseQuantizer):
     definition; the batch axis is excluded). ``s`` is initialized on the first call to
     ``2 mean|v| / sqrt(Q_P)`` and kept positive. Exclude ``step`` from weight decay.
 
-    At inference (``training=False``) bit widths up to 8 run as a ``FakeQuant`` op with
+    At inference (``training=False``) 8-bit LSQ runs as a ``FakeQuant`` op with
     ``min = -Q_N s``, ``max = Q_P s`` (the same grid), so the TFLite converter exports the layer
-    as real int8 with these ranges; below 8 bits TFLite stores the values as int8.
+    as real int8 with exactly these ranges. Below 8 bits the rounding formula stays in the
+    graph (TFLite has no sub-8-bit FakeQuant): weights fold to constants that TFLite stores as
+    int8; quantized activations are calibrated like any other int8 tensor.
     """
 
     def __init__(self, bits=4, signed=True, per_channel=False, axis=-1, **kwargs):
@@ -250,7 +252,7 @@ class LSQ(BaseQuantizer):
             s = grad_scale(step, g)
             return round_ste(tf.clip_by_value(inputs / s, -q_n, q_p)) * s
 
-        if self.bits > 8 or (self.per_channel and self.channel_axis(inputs.shape) != len(inputs.shape) - 1):
+        if self.bits != 8 or (self.per_channel and self.channel_axis(inputs.shape) != len(inputs.shape) - 1):
             return train()
 
         def infer():
