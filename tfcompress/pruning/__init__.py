@@ -44,3 +44,23 @@ __all__ = [
     "layer_macs", "magnitude", "make_prunable", "plot_sparsity", "removed_filters", "schedules",
     "shrink", "sparsity_report", "strip",
 ]
+from tfcompress.pruning.conv3d import (  # noqa: E402
+    MixedBackpropCriterion, MixedBackpropPruning, select_module, variance_cost_volume,
+)
+
+__all__ += [
+    "MixedBackpropCriterion", "MixedBackpropPruning", "select_module", "variance_cost_volume",
+]
+from tfcompress.pruning.bnn import (  # noqa: E402
+    BayesianFeatureLoss, BayesianFilterPruning, BayesianPruningCriterion, BONNConv2D, BONNSign,
+    BONNTrainer, FoldsPrunedInputs, RBCNPruning, RBCNSign, RBCNTrainer, RBConv2D,
+    binary_network, bonn_kernel_loss, discriminator_loss, feature_data_loss, generator_loss,
+    kmeans, rbcn_discriminator, rbcn_kernel_loss,
+)
+
+__all__ += [
+    "BayesianFeatureLoss", "BayesianFilterPruning", "BayesianPruningCriterion", "BONNConv2D",
+    "BONNSign", "BONNTrainer", "FoldsPrunedInputs", "RBCNPruning", "RBCNSign", "RBCNTrainer",
+    "RBConv2D", "binary_network", "bonn_kernel_loss", "discriminator_loss",
+    "feature_data_loss", "generator_loss", "kmeans", "rbcn_discriminator", "rbcn_kernel_loss",
+]

@@ -5,15 +5,23 @@ Every channel of every tensor is labelled with an *atom*. A prunable layer's out
 a fresh atom; channel-wise layers (BatchNormalization, pooling, zero-preserving activations,
 dropout, padding, masks) pass their input's atoms through; ``DepthwiseConv2D`` repeats each
 atom ``depth_multiplier`` times; ``Concatenate`` on the channel axis concatenates atom lists;
-``Flatten`` keeps the atoms with a spatial repeat count; element-wise merges (``Add``,
-``Multiply``, ...) *unify* their inputs' atoms position by position (union-find), which is
-what couples the masks of a residual block's branches. A unified set of atoms is a
+``Flatten`` keeps the atoms with a spatial repeat count; a ``Reshape`` that keeps the channel
+(last) dimension passes them through (channels-last: element ``p * C + c`` is channel ``c``
+before and after, so a 2-D feature map can be stacked into a 3-D cost volume); element-wise
+merges (``Add``, ``Multiply``, ...) and ``Concatenate`` along a non-channel axis (stacking
+views or depth planes) *unify* their inputs' atoms position by position (union-find), which
+is what couples the masks of a residual block's branches. A unified set of atoms is a
 *component*: it is pruned or kept as one.
 
 A component is *frozen* (never pruned) when it reaches a model input or output, an unmasked
-producer, or a layer tfcompress cannot slice (``Reshape``, ``Softmax``, ``LayerNormalization``,
-activations with ``f(0) != 0``, layers that binarize their inputs since ``sign(0) = +1``, ...);
-the reason names that layer. Layouts assume channels-last tensors.
+producer, or a layer tfcompress cannot slice (a ``Reshape`` that changes the channel
+dimension, ``Softmax``, ``LayerNormalization``, activations with ``f(0) != 0``, layers that
+binarize their inputs since ``sign(0) = +1``, ...);
+the reason names that layer. A layer that binarizes its inputs but implements the
+``shrunk(in_keep, out_keep)`` protocol (e.g. :class:`tfcompress.pruning.RBConv2D`) does not
+freeze them: it folds the constant its quantizer makes of a removed (zero) channel into its
+bias. Conv1D/2D/3D and their pooling, padding, cropping, upsampling and dropout layers are
+handled alike. Layouts assume channels-last tensors.
 """
 
 from dataclasses import dataclass
@@ -30,11 +38,13 @@ PRODUCER, DEPTHWISE, BN, PASS, MERGE, CONCAT, FLATTEN, MASK, OTHER = (
 ZERO_PRESERVING = {"linear", "relu", "relu6", "elu", "selu", "tanh", "swish", "silu", "gelu",
                    "softsign", "leaky_relu", "hard_swish", "mish"}
 _PASS_TYPES = tuple(getattr(keras.layers, n) for n in (
-    "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "ReLU",
-    "LeakyReLU", "ELU", "ZeroPadding1D", "ZeroPadding2D", "UpSampling1D", "UpSampling2D",
-    "Cropping1D", "Cropping2D") if hasattr(keras.layers, n))
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+    "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "ReLU",
+    "LeakyReLU", "ELU", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "UpSampling1D",
+    "UpSampling2D", "UpSampling3D", "Cropping1D", "Cropping2D", "Cropping3D")
+    if hasattr(keras.layers, n))
 _MERGE_TYPES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Average,
                 keras.layers.Maximum, keras.layers.Minimum, keras.layers.Multiply)
 
@@ -54,11 +64,13 @@ def _channels_last(layer):
 
 
 def is_producer(layer):
-    """Conv2D / Conv1D (not transposed, not grouped) and Dense, including larq subclasses."""
+    """Conv1D / Conv2D / Conv3D (not transposed, not grouped) and Dense, including larq
+    subclasses."""
     if isinstance(layer, keras.layers.Dense):
         return True
-    conv = isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv1D)) and not isinstance(
-        layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose))
+    conv = isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv2D, keras.layers.Conv1D)) \
+        and not isinstance(layer, (keras.layers.Conv3DTranspose, keras.layers.Conv2DTranspose,
+                                   keras.layers.Conv1DTranspose))
     return conv and getattr(layer, "groups", 1) == 1 and _channels_last(layer)
 
 
@@ -83,10 +95,26 @@ def layer_kind(layer):
         return MERGE
     if isinstance(layer, keras.layers.Concatenate):
         ndim = len(layer.output_shape)
-        return CONCAT if layer.axis in (-1, ndim - 1) else OTHER
+        # Along the channel axis the channel lists are concatenated; along any other axis
+        # (stacking views / depth planes) channel c of every input is channel c of the output.
+        return CONCAT if layer.axis in (-1, ndim - 1) else MERGE
+    if isinstance(layer, keras.layers.Reshape) and keeps_channels(layer):
+        return PASS
     if isinstance(layer, keras.layers.Flatten) and _channels_last(layer):
         return FLATTEN
     return OTHER
+
+
+def keeps_channels(layer):
+    """True for a ``Reshape`` whose input and output have the same known last dimension."""
+    cin, cout = layer.input_shape[-1], layer.output_shape[-1]
+    return cin is not None and cin == cout and len(layer.input_shape) > 1 \
+        and len(layer.output_shape) > 1
+
+
+def folds_pruned_inputs(layer):
+    """True when a layer that quantizes its inputs implements the ``shrunk`` protocol."""
+    return callable(getattr(layer, "shrunk", None))
 
 
 def out_channels(layer):
@@ -178,7 +206,8 @@ class ChannelAnalysis:
             self.kinds[call.name] = kind
             reason = f"layer {call.name!r} ({type(layer).__name__})"
             quantizes_inputs = getattr(layer, "input_quantizer", None) is not None
-            if kind in (PRODUCER, DEPTHWISE) and quantizes_inputs:
+            if kind in (PRODUCER, DEPTHWISE) and quantizes_inputs and not (
+                    kind == PRODUCER and folds_pruned_inputs(layer)):
                 self._freeze(ins[0], f"{reason} quantizes its inputs (a zero channel would not "
                                      "stay zero, e.g. sign(0) = +1)")
             if kind == PRODUCER:
@@ -196,7 +225,8 @@ class ChannelAnalysis:
                 out = np.repeat(ins[0], int(layer.depth_multiplier))
             elif kind in (BN, MASK) and not isinstance(ins[0], Flat):
                 out = ins[0]
-            elif kind == PASS:
+            elif kind == PASS and not (isinstance(layer, keras.layers.Reshape)
+                                       and isinstance(ins[0], Flat)):
                 out = ins[0]
             elif kind == MERGE and all(not isinstance(x, Flat) for x in ins) \
                     and len({len(x) for x in ins}) == 1:

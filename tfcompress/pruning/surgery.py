@@ -2,11 +2,16 @@
 
 The model is rebuilt layer by layer (:mod:`tfcompress.pruning.graph`) with narrower layers:
 
-- masked ``Conv1D``/``Conv2D``/``Dense``: fewer ``filters``/``units`` (kernel and bias sliced);
+- masked ``Conv1D``/``Conv2D``/``Conv3D``/``Dense``: fewer ``filters``/``units`` (kernel and
+  bias sliced);
 - every consumer of a pruned channel: ``Conv``/``Dense`` kernels lose those input rows (after a
   ``Flatten``, the rows ``p * C + c`` of every spatial position ``p``), ``DepthwiseConv2D``
-  and ``BatchNormalization`` lose those channels, pooling / activations / dropout / padding /
-  ``Add`` / ``Concatenate`` / ``Flatten`` adapt by themselves;
+  and ``BatchNormalization`` lose those channels, a channel-keeping ``Reshape`` gets the new
+  channel count, pooling / activations / dropout / padding / ``Add`` / ``Concatenate`` /
+  ``Flatten`` adapt by themselves;
+- a layer implementing ``shrunk(in_keep, out_keep) -> (new layer, assign)`` rebuilds itself
+  (``assign(new_layer)`` sets the weights once the new layer is built); binary layers use it
+  to fold removed input channels, constant after binarization, into a bias;
 - ``FilterMask`` layers disappear. A channel is kept when *any* mask of its coupled component
   keeps it (the union across the branches of an ``Add``); where one branch masks a channel the
   union keeps, a sliced ``FilterMask`` stays so the output is unchanged. Soft-mask scales
@@ -22,7 +27,7 @@ import numpy as np
 from tfcompress._keras import keras
 from tfcompress.errors import PruningError
 from tfcompress.pruning.channels import (
-    BN, DEPTHWISE, MASK, PRODUCER, ChannelAnalysis, Flat, _activation_name)
+    BN, DEPTHWISE, MASK, PASS, PRODUCER, ChannelAnalysis, Flat, _activation_name)
 from tfcompress.pruning.graph import clone_layer, parse, rebuild
 from tfcompress.pruning.masks import FilterMask, filter_masks
 
@@ -75,6 +80,12 @@ class _Plan:
         for r in frozen:
             keep[r] = True
         self.keep_root = keep
+        for owner in self.masks:
+            if not any(keep[a.find(atom)] for atom in a.owner_atoms[owner]):
+                raise PruningError(
+                    f"Every filter of layer {owner!r} is masked or has a zero soft-mask scale, "
+                    "so shrink() would leave it with no filters; lower the L1 penalty or "
+                    "exclude the layer.")
         self.fold = {}          # layer name -> per-channel factor (original channel indexing)
         self.mask_action = {}   # mask layer name -> "drop" | "fold" | "keep"
         for owner, m in self.masks.items():
@@ -166,6 +177,14 @@ def shrink(model):
             n_out = len(a.owner_atoms[call.name]) if call.name in a.owner_atoms else None
             out_keep = (plan.kept(a.owner_atoms[call.name]) if n_out is not None
                         else np.arange(int(getattr(layer, "filters", None) or layer.units)))
+            if callable(getattr(layer, "shrunk", None)):
+                if call.name in plan.fold:
+                    raise PruningError(f"Layer {call.name!r} rebuilds itself (shrunk()); a "
+                                       "soft-mask scale cannot be folded into its kernel.")
+                new, assign = layer.shrunk(in_keep, out_keep)
+                y = new(x, **call.kwargs)
+                assign(new)
+                return y
             key = "filters" if hasattr(layer, "filters") else "units"
             new = clone_layer(layer, **{key: int(len(out_keep))})
             y = new(x, **call.kwargs)
@@ -217,6 +236,11 @@ def shrink(model):
                 ws.append(w)
             new.set_weights(ws)
             return y
+        if isinstance(layer, keras.layers.Reshape) and kind == PASS:
+            target = list(layer.target_shape)
+            target[-1] = int(len(plan.kept(layout)))
+            new = clone_layer(layer, target_shape=tuple(target))
+            return new(x, **call.kwargs)
         new = clone_layer(layer)
         y = new(x, **call.kwargs)
         if layer.weights:
