@@ -5,12 +5,16 @@
   x86 its ``use_indirect_bgemm`` kernels are the fastest (see STACK.md trap 5), so they are
   the default (``lce_kernel="indirect_bgemm"``).
 - ``"micro"``: the TFLite Micro interpreter (float32 and full-int8 builtin models only).
+- ``"tfcompress"``: ai-edge-litert with tfcompress's own compiled kernels for the ``Lce*`` ops
+  (a delegate from :mod:`tfcompress._kernels`: AVX-512 VPOPCNTDQ / AVX2 / portable, picked
+  from the CPU or by ``isa=``); every other op runs in LiteRT as usual.
 
 ``runtime="auto"`` picks LCE when the file has ``Lce*`` custom ops, else LiteRT.
 Inputs are given as float arrays; for int8/int16 inputs they are quantized with the file's
 scale and zero point, and quantized outputs are dequantized, so callers always see floats.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import numpy as np
 from tfcompress.errors import InterpreterError
 from tfcompress.runtime.flatbuffer import inspect_flatbuffer
 
-RUNTIMES = ("auto", "litert", "lce", "micro")
+RUNTIMES = ("auto", "litert", "lce", "micro", "tfcompress")
 LCE_KERNELS = ("default", "indirect_bgemm", "reference", "xnnpack")
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
@@ -54,12 +58,15 @@ class Interpreter:
         runtime: one of ``RUNTIMES``.
         num_threads: interpreter threads (1 for latency figures that compare kernels).
         lce_kernel: for the LCE runtime, one of ``LCE_KERNELS``.
+        isa: for the tfcompress runtime, ``"auto"`` (default), ``"portable"``, ``"avx2"`` or
+            ``"avx512"`` (see :func:`tfcompress._kernels.delegate`).
 
     Raises:
         InterpreterError: corrupt file, a runtime that cannot run its ops, or a missing runtime.
     """
 
-    def __init__(self, model, *, runtime="auto", num_threads=1, lce_kernel="indirect_bgemm"):
+    def __init__(self, model, *, runtime="auto", num_threads=1, lce_kernel="indirect_bgemm",
+                 isa=None):
         self.model = _read_model(model)
         self.info = inspect_flatbuffer(self.model)
         if runtime not in RUNTIMES:
@@ -72,15 +79,18 @@ class Interpreter:
         if runtime == "auto":
             runtime = "lce" if lce_ops else "litert"
         other_custom = [op for op in self.info.custom_ops if not op.startswith("Lce")]
-        if other_custom or (lce_ops and runtime != "lce"):
+        if other_custom or (lce_ops and runtime not in ("lce", "tfcompress")):
             raise InterpreterError(
                 f"The {runtime!r} runtime cannot run custom op(s) "
                 f"{', '.join(other_custom or lce_ops)}"
-                + ("; use runtime='lce'." if not other_custom else ".")
+                + ("; use runtime='lce' or runtime='tfcompress'." if not other_custom else ".")
             )
+        if isa is not None and runtime != "tfcompress":
+            raise ValueError("isa= only applies to runtime='tfcompress'.")
         self.runtime = runtime
         self.num_threads = num_threads
         self.lce_kernel = lce_kernel
+        self.isa = isa
         self.inputs = self.info.inputs
         self.outputs = self.info.outputs
         try:
@@ -92,10 +102,26 @@ class Interpreter:
 
     # ------------------------------------------------------------------ runtime plumbing
     def _open(self):
-        if self.runtime == "litert":
+        if self.runtime in ("litert", "tfcompress"):
             from ai_edge_litert.interpreter import Interpreter as LiteRT
 
-            self._it = LiteRT(model_content=self.model, num_threads=self.num_threads)
+            delegates = []
+            if self.runtime == "tfcompress":
+                from tfcompress import _kernels
+
+                if not _kernels.available():
+                    raise InterpreterError(
+                        f"runtime='tfcompress' is unavailable: {_kernels.unavailable_reason()}."
+                    )
+                try:
+                    delegates = [_kernels.delegate(isa=self.isa)]
+                except ValueError as err:
+                    raise InterpreterError(str(err)) from err
+                self.isa = self.isa or os.environ.get(_kernels.ENV_ISA) or "auto"
+                if self.isa == "auto":
+                    self.isa = _kernels.best_isa()
+            self._it = LiteRT(model_content=self.model, num_threads=self.num_threads,
+                              experimental_delegates=delegates)
             self._it.allocate_tensors()
             self._in_idx = [d["index"] for d in self._it.get_input_details()]
             self._out_idx = [d["index"] for d in self._it.get_output_details()]
@@ -114,7 +140,7 @@ class Interpreter:
             self._it = micro.Interpreter.from_bytes(self.model)
 
     def _invoke(self, arrays):
-        if self.runtime == "litert":
+        if self.runtime in ("litert", "tfcompress"):
             for idx, a in zip(self._in_idx, arrays):
                 self._it.set_tensor(idx, a)
             self._it.invoke()
@@ -206,5 +232,7 @@ class Interpreter:
 
     @property
     def kernel(self):
-        """The kernel option in use (LCE's choice; ``"default"`` for other runtimes)."""
+        """The kernel option in use (LCE's choice, the tfcompress ISA level, else ``"default"``)."""
+        if self.runtime == "tfcompress":
+            return self.isa
         return self.lce_kernel if self.runtime == "lce" else "default"

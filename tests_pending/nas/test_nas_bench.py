@@ -1,0 +1,31 @@
+"""tools/bench_nas.py --quick runs end to end (search, derive, train, LCE) and writes its record."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_nas_quick_runs(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_nas.py"), "--quick",
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=1500,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((tmp_path / "nas.json").read_text())
+    assert [row["kind"] for row in data["rows"]] == ["darts", "bnas", "baseline"]
+    for row in data["rows"]:
+        assert 0.0 <= row["keras_accuracy"] <= 1.0 and row["params"] > 0
+        assert row["lce_bconv"] > 0 and row["agreement"] >= 0.95     # converted and checked in LCE
+        assert 0.5 < row["binary_op_ratio"] <= 1.0
+    for row in data["rows"][:2]:
+        assert row["search_seconds"] > 0 and "normal=[" in row["genotype"]
+    meta = data["meta"]
+    assert meta["seed"] == 0 and meta["quick"] and "cpu" in meta
+    assert set(meta["genotypes"]) == {"darts", "bnas"}
+    assert "binary-op ratio" in (tmp_path / "nas.md").read_text()

@@ -1,0 +1,143 @@
+// AVX-512 kernels (F, BW, DQ, VL and VPOPCNTDQ): vpxorq + vpopcntq + vpaddq on
+// zmm registers, 4 output pixels x 32 output channels per micro-kernel.
+//
+// Compiled with a target pragma instead of global flags so the rest of the
+// library runs on any x86-64 CPU; only called after DetectIsa() said yes.
+// Everything here has internal linkage (no inline function leaks out of this
+// translation unit compiled for AVX-512).
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq,popcnt"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq,popcnt")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in intrinsics
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace tfc {
+namespace {
+
+template <int MR, int NR>
+void Tile(const uint64_t* P, int K64, const uint64_t* W, int32_t* C, int ldc) {
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+  const size_t block = static_cast<size_t>(K64) * 8;
+  for (int k = 0; k < K64; ++k) {
+    __m512i w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_loadu_si512(W + j * block + k * 8);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i x = _mm512_set1_epi64(static_cast<long long>(P[i * K64 + k]));
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(x, w[j])));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + i * ldc + j * 8),
+                          _mm512_cvtepi64_epi32(acc[i][j]));
+}
+
+template <int MR>
+void Row(const uint64_t* P, int K64, const uint64_t* W, int NB, int32_t* C, int ldc) {
+  const size_t block = static_cast<size_t>(K64) * 8;
+  int nb = 0;
+  for (; nb + 4 <= NB; nb += 4) Tile<MR, 4>(P, K64, W + nb * block, C + nb * 8, ldc);
+  switch (NB - nb) {
+    case 3: Tile<MR, 3>(P, K64, W + nb * block, C + nb * 8, ldc); break;
+    case 2: Tile<MR, 2>(P, K64, W + nb * block, C + nb * 8, ldc); break;
+    case 1: Tile<MR, 1>(P, K64, W + nb * block, C + nb * 8, ldc); break;
+    default: break;
+  }
+}
+
+void Bgemm(const uint64_t* P, int M, int K64, const uint64_t* W, int NB, int32_t* C, int ldc) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4) Row<4>(P + static_cast<size_t>(m) * K64, K64, W, NB, C + static_cast<size_t>(m) * ldc, ldc);
+  const uint64_t* p = P + static_cast<size_t>(m) * K64;
+  int32_t* c = C + static_cast<size_t>(m) * ldc;
+  switch (M - m) {
+    case 3: Row<3>(p, K64, W, NB, c, ldc); break;
+    case 2: Row<2>(p, K64, W, NB, c, ldc); break;
+    case 1: Row<1>(p, K64, W, NB, c, ldc); break;
+    default: break;
+  }
+}
+
+inline __mmask16 TailMask(int n) { return n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1); }
+
+void PackF32(const float* x, int n, int32_t* out) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int w = 0; w * 32 < n; ++w) {
+    const int rem = n - w * 32;
+    const __mmask16 m0 = TailMask(rem), m1 = TailMask(rem - 16 > 0 ? rem - 16 : 0);
+    const __m512 a = _mm512_maskz_loadu_ps(m0, x + w * 32);
+    const __m512 b = _mm512_maskz_loadu_ps(m1, x + w * 32 + 16);
+    const uint32_t lo = _mm512_mask_cmp_ps_mask(m0, a, zero, _CMP_LT_OQ);
+    const uint32_t hi = _mm512_mask_cmp_ps_mask(m1, b, zero, _CMP_LT_OQ);
+    out[w] = static_cast<int32_t>(lo | (hi << 16));
+  }
+}
+
+void PackI8(const int8_t* x, int n, int32_t zero_point, int32_t* out) {
+  if (zero_point < -128 || zero_point > 127) {
+    PackI8Portable(x, n, zero_point, out);
+    return;
+  }
+  const __m512i zp = _mm512_set1_epi8(static_cast<char>(zero_point));
+  for (int w = 0; w * 32 < n; ++w) {
+    const int rem = n - w * 32 < 32 ? n - w * 32 : 32;
+    const __mmask64 m = rem >= 64 ? ~0ULL : ((1ULL << rem) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi8(m, x + w * 32);
+    out[w] = static_cast<int32_t>(static_cast<uint32_t>(_mm512_mask_cmplt_epi8_mask(m, v, zp)));
+  }
+}
+
+void OutF32(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr, float* out) {
+  const __m512i add = _mm512_set1_epi32(t.backtransform_add);
+  const __m512i lo = _mm512_set1_epi32(t.clamp_min), hi = _mm512_set1_epi32(t.clamp_max);
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    __m512i v = _mm512_sub_epi32(add, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, c + i), 1));
+    if (corr) v = _mm512_sub_epi32(v, _mm512_maskz_loadu_epi32(m, corr + i));
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(m, t.mul + i)),
+                                   _mm512_maskz_loadu_ps(m, t.bias + i));
+    _mm512_mask_storeu_ps(out + i, m, y);
+  }
+}
+
+void OutBits(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
+  for (int w = 0; w * 32 < n; ++w) {
+    const int rem = n - w * 32;
+    const __mmask16 m0 = TailMask(rem), m1 = TailMask(rem - 16 > 0 ? rem - 16 : 0);
+    const int32_t* cw = c + w * 32;
+    const int32_t* tw = thresholds + w * 32;
+    const uint32_t lo = _mm512_mask_cmpgt_epi32_mask(m0, _mm512_maskz_loadu_epi32(m0, cw),
+                                                     _mm512_maskz_loadu_epi32(m0, tw));
+    const uint32_t hi = _mm512_mask_cmpgt_epi32_mask(m1, _mm512_maskz_loadu_epi32(m1, cw + 16),
+                                                     _mm512_maskz_loadu_epi32(m1, tw + 16));
+    out[w] = static_cast<int32_t>(lo | (hi << 16));
+  }
+}
+
+}  // namespace
+
+const KernelTable kAvx512Kernels = {"avx512", Bgemm, PackF32, PackI8, OutF32, OutBits};
+
+}  // namespace tfc
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+#endif  // x86-64

@@ -1,0 +1,434 @@
+// LceBconv2d: im2col into 64-bit words, bit GEMM (kernels.h), output transform (float with
+// post-activation multiplier/bias and the zero-padding correction, int8, or bitpacked with
+// thresholds), over chunks of output pixels on the thread pool.
+#include <limits.h>
+#include <math.h>
+
+#include "op_util.h"
+#include "ops.h"
+
+namespace tfc {
+namespace {
+
+constexpr int kChunkPixels = 32;  // output pixels per task
+
+// ------------------------------------------------------------------- LceBconv2d
+class Bconv2dOp : public Op {
+ public:
+  Bconv2dOp(const uint8_t* options, size_t size) {
+    FlexMap m(options, size);
+    if (!m.ok()) {
+      init_error_ = "LceBconv2d: custom options are not a FlexBuffers map";
+      return;
+    }
+    const char* op = "LceBconv2d";
+    (void)(ReadIntOption(m, "channels_in", true, 0, 1, 1 << 24, &channels_in_, op, &init_error_) &&
+           ReadIntOption(m, "stride_height", true, 1, 1, 4096, &sh_, op, &init_error_) &&
+           ReadIntOption(m, "stride_width", true, 1, 1, 4096, &sw_, op, &init_error_) &&
+           ReadIntOption(m, "dilation_height_factor", false, 1, 1, 4096, &dh_, op, &init_error_) &&
+           ReadIntOption(m, "dilation_width_factor", false, 1, 1, 4096, &dw_, op, &init_error_) &&
+           ReadIntOption(m, "padding", true, 0, 0, 1, &padding_, op, &init_error_) &&
+           ReadIntOption(m, "pad_values", false, 0, 0, 1, &pad_values_, op, &init_error_) &&
+           ReadIntOption(m, "fused_activation_function", false, 0, 0, 3, &activation_, op,
+                         &init_error_));
+  }
+
+  bool Prepare(TfcContext* context, std::string* error) override;
+  bool Eval(TfcContext* context, std::string* error) override;
+
+ private:
+  static void Task(void* self, int task, int thread) {
+    static_cast<Bconv2dOp*>(self)->RunTask(task, thread);
+  }
+  void RunTask(int task, int thread);
+  void PackFilter(const uint32_t* filter);
+  void Im2col(const uint32_t* in, int batch, int p0, int rows, int group, uint64_t* P) const;
+
+  // options
+  int channels_in_ = 0, sh_ = 1, sw_ = 1, dh_ = 1, dw_ = 1, padding_ = 0, pad_values_ = 0,
+      activation_ = 0;
+  // shapes
+  int n_ = 0, h_ = 0, w_ = 0, words_in_ = 0, cout_ = 0, kh_ = 0, kw_ = 0, words_f_ = 0;
+  int groups_ = 1, cin_g_ = 0, cout_g_ = 0, oh_ = 0, ow_ = 0, pt_ = 0, pl_ = 0;
+  int w64_ = 0, k64_ = 0, nb_g_ = 0, ldc_ = 0;
+  uint32_t last_word_mask_ = ~0u;
+  int out_type_ = kTfcFloat32;
+  bool filter_constant_ = false;
+  // packed filter: [group][nb][k64][8]
+  AlignedArray<uint64_t> packed_;
+  // transform
+  FloatTransform transform_{};
+  std::vector<float> mul_, bias_;  // int8 output: scaled into the output's units
+  const int32_t* thresholds_ = nullptr;
+  // zero-padding correction: per output row / column a class; table per class pair
+  std::vector<int> row_class_, col_class_, corr_index_;
+  int num_col_classes_ = 1;
+  std::vector<int32_t> corr_;
+  // per-thread scratch
+  struct Scratch {
+    AlignedArray<uint64_t> patches;
+    AlignedArray<int32_t> counts;
+    std::vector<float> row;
+  };
+  std::vector<Scratch> scratch_;
+  // per-Eval pointers
+  const uint32_t* in_data_ = nullptr;
+  void* out_data_ = nullptr;
+  int chunks_per_image_ = 0;
+};
+
+bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
+  if (inputs.size() < 2 || outputs.size() != 1) {
+    *error = "LceBconv2d: expected input, filter, [multiplier, bias, thresholds] and 1 output";
+    return false;
+  }
+  const TfcTensor* in = GetTensor(context, inputs[0]);
+  const TfcTensor* filter = GetTensor(context, inputs[1]);
+  TfcTensor* out = GetTensor(context, outputs[0]);
+  const std::vector<int> di = Dims(in), df = Dims(filter);
+  if (in->type != kTfcInt32 || di.size() != 4) {
+    *error = "LceBconv2d: input must be 4-D int32 (bitpacked), got " + std::string(TypeName(in->type)) +
+             " " + DimsStr(di);
+    return false;
+  }
+  if (filter->type != kTfcInt32 || df.size() != 4) {
+    *error = "LceBconv2d: filter must be 4-D int32 (bitpacked OHWI), got " +
+             std::string(TypeName(filter->type)) + " " + DimsStr(df);
+    return false;
+  }
+  n_ = di[0], h_ = di[1], w_ = di[2], words_in_ = di[3];
+  cout_ = df[0], kh_ = df[1], kw_ = df[2], words_f_ = df[3];
+  if (Bitpacked(channels_in_) != words_in_) {
+    *error = Format("LceBconv2d: channels_in=%d does not match the bitpacked input depth %d",
+                    channels_in_, words_in_);
+    return false;
+  }
+  if (words_f_ < 1 || words_in_ % words_f_ != 0) {
+    *error = Format("LceBconv2d: filter depth %d words does not divide the input depth %d words",
+                    words_f_, words_in_);
+    return false;
+  }
+  groups_ = words_in_ / words_f_;
+  if (groups_ > 1) {
+    if (channels_in_ % (32 * groups_) != 0 || cout_ % groups_ != 0) {
+      *error = Format("LceBconv2d: %d groups need channels_in (%d) divisible by 32*groups and "
+                      "channels_out (%d) divisible by groups", groups_, channels_in_, cout_);
+      return false;
+    }
+    cin_g_ = channels_in_ / groups_;
+  } else {
+    cin_g_ = channels_in_;
+  }
+  cout_g_ = cout_ / groups_;
+  const bool same = padding_ == 0;
+  if (!OutputSize(h_, kh_, sh_, dh_, same, &oh_, &pt_) ||
+      !OutputSize(w_, kw_, sw_, dw_, same, &ow_, &pl_)) {
+    *error = Format("LceBconv2d: the %dx%d filter (dilation %dx%d) does not fit the %dx%d input",
+                    kh_, kw_, dh_, dw_, h_, w_);
+    return false;
+  }
+  out_type_ = out->type;
+  const TfcTensor* mul = inputs.size() > 2 ? GetTensor(context, inputs[2]) : nullptr;
+  const TfcTensor* bias = inputs.size() > 3 ? GetTensor(context, inputs[3]) : nullptr;
+  const TfcTensor* thr = inputs.size() > 4 ? GetTensor(context, inputs[4]) : nullptr;
+  const bool padded = same && (pt_ > 0 || pl_ > 0 || (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1 > h_ + pt_ ||
+                               (ow_ - 1) * sw_ + (kw_ - 1) * dw_ + 1 > w_ + pl_);
+  std::vector<int> out_shape = {n_, oh_, ow_, cout_};
+  if (out_type_ == kTfcInt32) {
+    if (thr == nullptr || thr->type != kTfcInt32 || NumElements(Dims(thr)) != cout_) {
+      *error = Format("LceBconv2d: bitpacked output needs int32 thresholds of length %d", cout_);
+      return false;
+    }
+    if (padded && pad_values_ == 0) {
+      *error = "LceBconv2d: bitpacked output with zero padding (padding=SAME, pad_values=0) is not "
+               "supported (LCE's converter never produces it)";
+      return false;
+    }
+    out_shape[3] = Bitpacked(cout_);
+  } else if (out_type_ == kTfcFloat32 || out_type_ == kTfcInt8) {
+    if (mul == nullptr || bias == nullptr || mul->type != kTfcFloat32 || bias->type != kTfcFloat32 ||
+        NumElements(Dims(mul)) != cout_ || NumElements(Dims(bias)) != cout_) {
+      *error = Format("LceBconv2d: %s output needs float32 post_activation_multiplier and "
+                      "post_activation_bias of length %d", TypeName(out_type_), cout_);
+      return false;
+    }
+  } else {
+    *error = Format("LceBconv2d: output must be float32, int8 or int32 (bitpacked), got %s",
+                    TypeName(out_type_));
+    return false;
+  }
+  if (!EnsureShape(context, out, out_shape, error)) return false;
+
+  // Output transform.
+  transform_.backtransform_add = kh_ * kw_ * cin_g_;
+  switch (activation_) {
+    case 1: transform_.clamp_min = 0; transform_.clamp_max = INT32_MAX; break;          // RELU
+    case 2: transform_.clamp_min = -1; transform_.clamp_max = 1; break;                 // RELU_N1_TO_1
+    case 3: transform_.clamp_min = 0; transform_.clamp_max = 6; break;                  // RELU6
+    default: transform_.clamp_min = INT32_MIN; transform_.clamp_max = INT32_MAX; break;  // NONE
+  }
+  if (out_type_ != kTfcInt32) {
+    const float* m = static_cast<const float*>(mul->data);
+    const float* b = static_cast<const float*>(bias->data);
+    mul_.assign(m, m + cout_);
+    bias_.assign(b, b + cout_);
+    if (out_type_ == kTfcInt8) {
+      const float scale = out->params.scale;
+      if (!(scale > 0.0f)) {
+        *error = "LceBconv2d: int8 output has no valid quantization scale";
+        return false;
+      }
+      for (int c = 0; c < cout_; ++c) {
+        mul_[c] = m[c] / scale;
+        bias_[c] = b[c] / scale + static_cast<float>(out->params.zero_point);
+      }
+    }
+    transform_.mul = mul_.data();
+    transform_.bias = bias_.data();
+  } else {
+    thresholds_ = static_cast<const int32_t*>(thr->data);
+  }
+
+  // Packed filter geometry and packing.
+  w64_ = (words_f_ + 1) / 2;
+  k64_ = kh_ * kw_ * w64_;
+  nb_g_ = (cout_g_ + 7) / 8;
+  ldc_ = ((groups_ - 1) * cout_g_ + nb_g_ * 8 + 15) / 16 * 16;
+  last_word_mask_ = (cin_g_ % 32) ? ((1u << (cin_g_ % 32)) - 1) : ~0u;
+  packed_ = MakeAligned<uint64_t>(static_cast<size_t>(groups_) * nb_g_ * k64_ * 8);
+  filter_constant_ = IsConstant(filter);
+  const uint32_t* fdata = static_cast<const uint32_t*>(filter->data);
+  if (fdata == nullptr && filter_constant_) {
+    *error = "LceBconv2d: constant filter has no data";
+    return false;
+  }
+  if (fdata != nullptr) PackFilter(fdata);
+
+  // Zero-padding correction (float and int8 outputs).
+  corr_.clear();
+  corr_index_.clear();
+  row_class_.assign(oh_, 0);
+  col_class_.assign(ow_, 0);
+  num_col_classes_ = 1;
+  if (padded && pad_values_ == 0) {
+    if (!filter_constant_) {
+      *error = "LceBconv2d: zero padding needs a constant filter";
+      return false;
+    }
+    // Valid tap range per output row / column, deduplicated into classes.
+    auto classes = [](int out, int in, int k, int s, int d, int pad, std::vector<int>* cls,
+                      std::vector<std::pair<int, int>>* ranges) {
+      for (int o = 0; o < out; ++o) {
+        int lo = k, hi = 0;
+        for (int f = 0; f < k; ++f) {
+          const int i = o * s - pad + f * d;
+          if (i >= 0 && i < in) { lo = std::min(lo, f); hi = std::max(hi, f + 1); }
+        }
+        const std::pair<int, int> r(lo, hi);
+        auto it = std::find(ranges->begin(), ranges->end(), r);
+        (*cls)[o] = static_cast<int>(it - ranges->begin());
+        if (it == ranges->end()) ranges->push_back(r);
+      }
+    };
+    std::vector<std::pair<int, int>> rows, cols;
+    classes(oh_, h_, kh_, sh_, dh_, pt_, &row_class_, &rows);
+    classes(ow_, w_, kw_, sw_, dw_, pl_, &col_class_, &cols);
+    num_col_classes_ = static_cast<int>(cols.size());
+    // S[o][tap] = sum over the group's channels of the filter's +-1 values.
+    std::vector<int32_t> S(static_cast<size_t>(cout_) * kh_ * kw_);
+    for (int o = 0; o < cout_; ++o)
+      for (int t = 0; t < kh_ * kw_; ++t) {
+        int ones = 0;
+        for (int c = 0; c < words_f_; ++c) {
+          uint32_t v = fdata[(static_cast<size_t>(o) * kh_ * kw_ + t) * words_f_ + c];
+          if (c == words_f_ - 1) v &= last_word_mask_;
+          ones += __builtin_popcount(v);
+        }
+        S[static_cast<size_t>(o) * kh_ * kw_ + t] = cin_g_ - 2 * ones;
+      }
+    corr_index_.assign(rows.size() * cols.size(), -1);
+    for (size_t rc = 0; rc < rows.size(); ++rc)
+      for (size_t cc = 0; cc < cols.size(); ++cc) {
+        const auto r = rows[rc], c = cols[cc];
+        if (r.first == 0 && r.second == kh_ && c.first == 0 && c.second == kw_) continue;
+        corr_index_[rc * cols.size() + cc] = static_cast<int>(corr_.size());
+        for (int o = 0; o < cout_; ++o) {
+          int32_t sum = 0;
+          for (int fy = 0; fy < kh_; ++fy)
+            for (int fx = 0; fx < kw_; ++fx) {
+              const bool valid = fy >= r.first && fy < r.second && fx >= c.first && fx < c.second;
+              if (!valid) sum += S[(static_cast<size_t>(o) * kh_ + fy) * kw_ + fx];
+            }
+          corr_.push_back(sum);
+        }
+      }
+  }
+
+  // Threads and scratch.
+  ThreadPool* pool = runtime->Pool(context);
+  const int threads = pool ? pool->size() : 1;
+  scratch_.clear();
+  scratch_.resize(threads);
+  for (auto& s : scratch_) {
+    s.patches = MakeAligned<uint64_t>(static_cast<size_t>(kChunkPixels) * k64_);
+    s.counts = MakeAligned<int32_t>(static_cast<size_t>(kChunkPixels) * ldc_);
+    s.row.assign(ldc_, 0.0f);
+    if (!s.patches || !s.counts) {
+      *error = "LceBconv2d: out of memory for scratch buffers";
+      return false;
+    }
+  }
+  chunks_per_image_ = (oh_ * ow_ + kChunkPixels - 1) / kChunkPixels;
+  return true;
+}
+
+void Bconv2dOp::PackFilter(const uint32_t* f) {
+  const size_t group_size = static_cast<size_t>(nb_g_) * k64_ * 8;
+  memset(packed_.get(), 0, groups_ * group_size * sizeof(uint64_t));
+  for (int g = 0; g < groups_; ++g)
+    for (int oc = 0; oc < cout_g_; ++oc) {
+      const int o = g * cout_g_ + oc;
+      uint64_t* dst = packed_.get() + g * group_size + static_cast<size_t>(oc / 8) * k64_ * 8 + oc % 8;
+      for (int t = 0; t < kh_ * kw_; ++t) {
+        const uint32_t* src = f + (static_cast<size_t>(o) * kh_ * kw_ + t) * words_f_;
+        for (int j = 0; j < w64_; ++j) {
+          const int c0 = 2 * j, c1 = 2 * j + 1;
+          uint64_t lo = src[c0], hi = c1 < words_f_ ? src[c1] : 0;
+          if (c0 == words_f_ - 1) lo &= last_word_mask_;
+          if (c1 == words_f_ - 1) hi &= last_word_mask_;
+          dst[static_cast<size_t>(t * w64_ + j) * 8] = lo | (hi << 32);
+        }
+      }
+    }
+}
+
+namespace {
+inline void CopyWords(uint64_t* dst, const uint32_t* src, int n) {
+  for (int j = 0; j < n; ++j) {
+    uint64_t v;
+    memcpy(&v, src + 2 * j, sizeof(v));  // one unaligned 64-bit load
+    dst[j] = v;
+  }
+}
+}  // namespace
+
+void Bconv2dOp::Im2col(const uint32_t* in, int batch, int p0, int rows, int group, uint64_t* P) const {
+  const uint32_t* image = in + static_cast<size_t>(batch) * h_ * w_ * words_in_ + group * words_f_;
+  // Whole 64-bit words per tap (even word count, no partial last word): plain copies, and
+  // for one group with dilation 1 a filter row is one contiguous run of the input row.
+  const bool whole = (words_f_ % 2 == 0) && last_word_mask_ == ~0u;
+  const bool runs = whole && groups_ == 1 && dw_ == 1;
+  int oy = p0 / ow_, ox = p0 % ow_;
+  for (int r = 0; r < rows; ++r) {
+    uint64_t* row = P + static_cast<size_t>(r) * k64_;
+    const int iy0 = oy * sh_ - pt_, ix0 = ox * sw_ - pl_;
+    const bool x_inside = ix0 >= 0 && ix0 + (kw_ - 1) * dw_ < w_;
+    for (int fy = 0; fy < kh_; ++fy) {
+      const int iy = iy0 + fy * dh_;
+      uint64_t* dst = row + fy * kw_ * w64_;
+      if (iy < 0 || iy >= h_) {
+        for (int j = 0; j < kw_ * w64_; ++j) dst[j] = 0;  // padding: bit 0 = +1
+        continue;
+      }
+      const uint32_t* line = image + static_cast<size_t>(iy) * w_ * words_in_;
+      if (runs && x_inside) {
+        CopyWords(dst, line + static_cast<size_t>(ix0) * words_in_, kw_ * w64_);
+        continue;
+      }
+      for (int fx = 0; fx < kw_; ++fx, dst += w64_) {
+        const int ix = ix0 + fx * dw_;
+        if (ix < 0 || ix >= w_) {
+          for (int j = 0; j < w64_; ++j) dst[j] = 0;
+          continue;
+        }
+        const uint32_t* src = line + static_cast<size_t>(ix) * words_in_;
+        if (whole) {
+          CopyWords(dst, src, w64_);
+          continue;
+        }
+        for (int j = 0; j < w64_; ++j) {
+          const int c0 = 2 * j, c1 = 2 * j + 1;
+          uint64_t lo = src[c0], hi = c1 < words_f_ ? src[c1] : 0;
+          if (c0 == words_f_ - 1) lo &= last_word_mask_;
+          if (c1 == words_f_ - 1) hi &= last_word_mask_;
+          dst[j] = lo | (hi << 32);
+        }
+      }
+    }
+    if (++ox == ow_) {
+      ox = 0;
+      ++oy;
+    }
+  }
+}
+
+void Bconv2dOp::RunTask(int task, int thread) {
+  Scratch& s = scratch_[thread];
+  const int batch = task / chunks_per_image_;
+  const int p0 = (task % chunks_per_image_) * kChunkPixels;
+  const int rows = std::min(kChunkPixels, oh_ * ow_ - p0);
+  const KernelTable* k = runtime->kernels;
+  const size_t group_size = static_cast<size_t>(nb_g_) * k64_ * 8;
+  for (int g = 0; g < groups_; ++g) {
+    Im2col(in_data_, batch, p0, rows, g, s.patches.get());
+    k->bgemm(s.patches.get(), rows, k64_, packed_.get() + g * group_size, nb_g_,
+             s.counts.get() + g * cout_g_, ldc_);
+  }
+  const size_t pixel0 = static_cast<size_t>(batch) * oh_ * ow_ + p0;
+  for (int r = 0; r < rows; ++r) {
+    const int32_t* c = s.counts.get() + static_cast<size_t>(r) * ldc_;
+    const size_t pixel = pixel0 + r;
+    if (out_type_ == kTfcInt32) {
+      k->out_bits(c, cout_, thresholds_, static_cast<int32_t*>(out_data_) + pixel * Bitpacked(cout_));
+      continue;
+    }
+    const int32_t* corr = nullptr;
+    if (!corr_index_.empty()) {
+      const int p = p0 + r;
+      const int idx = corr_index_[row_class_[p / ow_] * num_col_classes_ + col_class_[p % ow_]];
+      if (idx >= 0) corr = corr_.data() + idx;
+    }
+    if (out_type_ == kTfcFloat32) {
+      k->out_f32(c, cout_, transform_, corr, static_cast<float*>(out_data_) + pixel * cout_);
+    } else {
+      float* y = s.row.data();
+      k->out_f32(c, cout_, transform_, corr, y);
+      int8_t* q = static_cast<int8_t*>(out_data_) + pixel * cout_;
+      for (int o = 0; o < cout_; ++o) {
+        const float v = roundf(y[o]);  // half away from zero, like TfLiteRound
+        q[o] = static_cast<int8_t>(v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v));
+      }
+    }
+  }
+}
+
+bool Bconv2dOp::Eval(TfcContext* context, std::string* error) {
+  in_data_ = static_cast<const uint32_t*>(GetTensor(context, inputs[0])->data);
+  out_data_ = GetTensor(context, outputs[0])->data;
+  if (!filter_constant_) {
+    const uint32_t* f = static_cast<const uint32_t*>(GetTensor(context, inputs[1])->data);
+    if (f == nullptr) {
+      *error = "LceBconv2d: filter has no data";
+      return false;
+    }
+    PackFilter(f);
+  }
+  if (out_type_ == kTfcInt32 && !IsConstant(GetTensor(context, inputs[4])))
+    thresholds_ = static_cast<const int32_t*>(GetTensor(context, inputs[4])->data);
+  const int tasks = n_ * chunks_per_image_;
+  ThreadPool* pool = runtime->Pool(context);
+  if (pool && static_cast<int>(scratch_.size()) >= pool->size()) {
+    pool->Run(tasks, &Bconv2dOp::Task, this);
+  } else {
+    for (int t = 0; t < tasks; ++t) RunTask(t, 0);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Op> MakeBconv2d(const uint8_t* options, size_t size) {
+  return std::unique_ptr<Op>(new Bconv2dOp(options, size));
+}
+
+}  // namespace tfc

@@ -1,0 +1,68 @@
+// Compute kernels for the Larq Compute Engine ops, one table per ISA level.
+//
+// Bit conventions (those of LCE): a bitpacked tensor stores 32 channels per
+// int32 word, channel c in bit (c % 32) of word (c / 32); bit 1 means -1
+// (negative), bit 0 means +1; unused high bits of the last word are 0.
+//
+// Binary convolution is computed as im2col + bit GEMM on 64-bit words:
+//   patches P: M rows (output pixels) x K64 uint64 words,
+//   filter  W: packed in blocks of 8 output channels, W[nb][k][lane],
+//   counts  C[m][n] = sum_k popcount(P[m][k] ^ W[n/8][k][n%8]) (xor-popcount).
+#ifndef TFCOMPRESS_KERNELS_KERNELS_H_
+#define TFCOMPRESS_KERNELS_KERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace tfc {
+
+enum Isa { kIsaPortable = 0, kIsaAvx2 = 1, kIsaAvx512 = 2 };
+
+// How counts become float/int8 values: y = float(clamp(K - 2*c - corr)) * mul + bias.
+struct FloatTransform {
+  int32_t backtransform_add;  // K = kernel_h * kernel_w * channels_in_per_group
+  int32_t clamp_min, clamp_max;
+  const float* mul;   // per output channel
+  const float* bias;  // per output channel
+};
+
+struct KernelTable {
+  const char* name;
+  // C[m][0..NB*8) = counts for M rows; ldc = row stride of C in int32.
+  void (*bgemm)(const uint64_t* P, int M, int K64, const uint64_t* W, int NB, int32_t* C,
+                int ldc);
+  // Bitpack n floats (x < 0 -> 1) into ceil(n/32) words.
+  void (*pack_f32)(const float* x, int n, int32_t* out);
+  // Bitpack n int8 values (x < zero_point -> 1).
+  void (*pack_i8)(const int8_t* x, int n, int32_t zero_point, int32_t* out);
+  // One row of counts -> n floats. corr may be null (no zero-padding correction).
+  void (*out_f32)(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+                  float* out);
+  // One row of counts -> n bits (c > threshold -> 1), ceil(n/32) words.
+  void (*out_bits)(const int32_t* c, int n, const int32_t* thresholds, int32_t* out);
+};
+
+extern const KernelTable kPortableKernels;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const KernelTable kAvx2Kernels;
+extern const KernelTable kAvx512Kernels;
+#endif
+
+// Highest level this CPU (and OS) supports.
+Isa DetectIsa();
+// Table for a level (nullptr if not compiled in).
+const KernelTable* KernelsFor(Isa isa);
+const char* IsaName(Isa isa);
+// Parses "portable"/"avx2"/"avx512"; returns false for anything else.
+bool ParseIsa(const char* s, Isa* out);
+
+// Shared portable helpers (used by every table for the less hot paths).
+void PackF32Portable(const float* x, int n, int32_t* out);
+void PackI8Portable(const int8_t* x, int n, int32_t zero_point, int32_t* out);
+void OutF32Portable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+                    float* out);
+void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t* out);
+
+}  // namespace tfc
+
+#endif  // TFCOMPRESS_KERNELS_KERNELS_H_

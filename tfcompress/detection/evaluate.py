@@ -1,0 +1,73 @@
+"""Run a detector (Keras model or converted flatbuffer in its real interpreter) and score it."""
+
+from pathlib import Path
+
+import numpy as np
+
+from tfcompress._keras import keras
+from tfcompress.detection.boxes import decode
+from tfcompress.detection.metrics import mean_average_precision
+
+
+def raw_outputs(detector, images, *, batch_size=64):
+    """Raw detector outputs ``(N, Gh, Gw, 5 + C)`` for ``images``.
+
+    ``detector`` may be a Keras model, a :class:`tfcompress.ConversionResult` (run in its real
+    interpreter: ai-edge-litert for TFLite, LCE's for ``Lce*`` ops), flatbuffer bytes or a
+    ``.tflite`` path, a :class:`tfcompress.Interpreter`, or a callable ``images -> outputs``.
+    """
+    from tfcompress.conversion.result import ConversionResult
+    from tfcompress.runtime.interpreter import Interpreter
+
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
+    if isinstance(detector, keras.Model):
+        return np.asarray(detector.predict(images, batch_size=batch_size, verbose=0))
+    if isinstance(detector, ConversionResult):
+        detector = detector.interpreter()
+    elif isinstance(detector, (bytes, bytearray, str, Path)):
+        detector = Interpreter(bytes(detector) if isinstance(detector, (bytes, bytearray))
+                               else detector)
+    if isinstance(detector, Interpreter):
+        return np.asarray(detector.predict(images))
+    if callable(detector):
+        return np.asarray(detector(images))
+    raise TypeError(f"Cannot run a detector of type {type(detector).__name__}; pass a Keras model, "
+                    "a ConversionResult, flatbuffer bytes/path, an Interpreter or a callable.")
+
+
+def detect(detector, images, *, score_threshold=0.01, iou_threshold=0.5, max_detections=100,
+           batch_size=64):
+    """Decoded, NMS-filtered detections (one :class:`Detections` per image)."""
+    out = raw_outputs(detector, images, batch_size=batch_size)
+    return decode(out, input_shape=np.shape(images)[1:3], score_threshold=score_threshold,
+                  iou_threshold=iou_threshold, max_detections=max_detections)
+
+
+def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_threshold=0.5,
+             max_detections=100, batch_size=64):
+    """mAP@0.5 and mAP@0.5:0.95 (COCO 101-point protocol) of ``detector`` on ``images``.
+
+    Args:
+        detector: see :func:`raw_outputs` (an int8 or LCE file is run in its real interpreter).
+        images: ``(N, H, W, C)`` float inputs, as the detector was trained on.
+        boxes, labels: ground truth per image (see
+            :func:`tfcompress.detection.metrics.mean_average_precision`, which documents how
+            empty box lists count).
+        score_threshold: detections below this score are dropped before NMS (COCO-style
+            evaluation keeps low-score detections: they can only add recall).
+        iou_threshold: class-wise NMS threshold.
+        max_detections: per image.
+
+    Returns:
+        :class:`~tfcompress.detection.metrics.DetectionMetrics`.
+    """
+    if len(images) != len(boxes):
+        raise ValueError(f"{len(images)} images but {len(boxes)} box lists.")
+    dets = detect(detector, images, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                  max_detections=max_detections, batch_size=batch_size)
+    return mean_average_precision(dets, boxes, labels, max_detections=max_detections)
+
+
+__all__ = ["detect", "evaluate", "raw_outputs"]
