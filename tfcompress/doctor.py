@@ -65,18 +65,28 @@ def _check_runtimes():
         ("ai-edge-litert runs float TFLite", plain, dict(target="float32"), x),
         ("ai-edge-litert runs int8 TFLite", plain, dict(target="int8", representative_data=x), x),
         ("LCE interpreter runs LCE models", binary, dict(target="lce"), xb),
+        ("tfcompress kernels run LCE models in ai-edge-litert", binary, dict(target="lce"), xb),
         ("tflite-micro runs int8 models", plain,
          dict(target="int8", representative_data=x, io_type="float32"), x),
     )
     for name, model, options, data in cases:
+        kernels = "tfcompress kernels" in name
+        if kernels:
+            from tfcompress import _kernels
+
+            if not _kernels.available():   # optional compiled extension: warn, don't fail
+                yield name, "warn", f"unavailable: {_kernels.unavailable_reason()}"
+                continue
         try:
             result = convert(model, **options)
-            runtime = "micro" if "micro" in name else None
+            runtime = "micro" if "micro" in name else ("tfcompress" if kernels else None)
             kwargs = {"runtime": runtime} if runtime else {}
             rep = result.verify(data, latency_runs=0, **kwargs)
             tol = 0.1 if "int8" in name else 1e-4
             status = "ok" if rep.max_abs_diff <= tol else "fail"
-            yield name, status, f"max |diff| vs Keras {rep.max_abs_diff:.2g} ({rep.runtime})"
+            kernel = f", {rep.kernel}" if kernels else ""
+            where = f"{rep.runtime}{kernel}"
+            yield name, status, f"max |diff| vs Keras {rep.max_abs_diff:.2g} ({where})"
         except Exception as err:
             status = "warn" if "micro" in name else "fail"
             yield name, status, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"

@@ -224,8 +224,8 @@ def main(argv=None):
     for text, value, need in checks:
         notes.append(f"- {text}: {value:.2f}x -> {'PASS' if value >= need else 'FAIL'}")
     for net, rel in agreement.items():
-        notes.append(f"- {net}: outputs match LCE's reference kernels, max abs error / max |output| "
-                     f"= {rel:.1e} (need <= {MAX_REL_ERROR:g}) -> "
+        notes.append(f"- {net}: outputs match LCE's reference kernels, max abs error / "
+                     f"max |output| = {rel:.1e} (need <= {MAX_REL_ERROR:g}) -> "
                      f"{'PASS' if rel <= MAX_REL_ERROR else 'FAIL'}")
     notes += [
         "",

@@ -33,7 +33,8 @@ TESTED_LITERT = ("2.3.0",)
 _HERE = Path(__file__).resolve().parent
 _cache = {}
 
-__all__ = ["ENV_ISA", "ISA_LEVELS", "TESTED_LITERT", "available", "best_isa", "delegate", "library_path",
+__all__ = ["ENV_ISA", "ISA_LEVELS", "TESTED_LITERT", "available", "best_isa", "delegate",
+           "library_path",
            "supported_isas", "unavailable_reason"]
 
 
@@ -126,8 +127,9 @@ def delegate(*, isa=None, num_threads=None):
         litert = None
     if litert not in TESTED_LITERT and not _cache.get("warned"):
         _cache["warned"] = True
-        warnings.warn(f"tfcompress kernels were tested with ai-edge-litert {', '.join(TESTED_LITERT)}"
-                      f", not {litert}; the run-time layout check will refuse an incompatible one.",
+        tested = ", ".join(TESTED_LITERT)
+        warnings.warn(f"tfcompress kernels were tested with ai-edge-litert {tested}, not "
+                      f"{litert}; the run-time layout check will refuse an incompatible one.",
                       RuntimeWarning, stacklevel=2)
     from ai_edge_litert.interpreter import load_delegate
 

@@ -37,7 +37,8 @@ POOLS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", POOLS, ids=lambda c: f"pool{c['pool']}s{c['pool_stride']}-{c['pool_padding']}")
+@pytest.mark.parametrize("cfg", POOLS,
+                         ids=lambda c: f"pool{c['pool']}s{c['pool_stride']}-{c['pool_padding']}")
 def test_bmaxpool_is_bit_exact(cfg):
     isas = _isas()
     fb, _ = build(cfg, output="pool")
