@@ -26,9 +26,16 @@ def test_import_selects_keras2_without_env():
     assert "OK 1" in r.stdout
 
 
-def test_tensorflow_imported_first_but_keras_untouched_is_fine():
+def test_tensorflow_imported_first_without_env_raises_clear_error():
+    r = _run("import tensorflow as tf\nimport tfcompress")
+    assert r.returncode != 0
+    assert "KerasVersionError" in r.stderr and "TF_USE_LEGACY_KERAS=1" in r.stderr
+
+
+def test_tensorflow_imported_first_with_env_is_fine():
     r = _run("import tensorflow as tf\nimport tfcompress\n"
-             "assert tf.keras.Model.__module__.startswith('tf_keras')\nprint('OK')")
+             "assert tf.keras.Model.__module__.startswith('tf_keras')\nprint('OK')",
+             TF_USE_LEGACY_KERAS="1")
     assert r.returncode == 0, r.stderr[-2000:]
 
 

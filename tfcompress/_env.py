@@ -34,6 +34,14 @@ def select_keras2():
         )
     if value is None or value.strip().lower() not in _TRUE:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        if "tensorflow" in sys.modules:
+            # larq's optimizers are built from tf.keras at import; with TensorFlow already
+            # imported without the variable they fail (LegacyOptimizerWarning.iterations).
+            raise KerasVersionError(
+                "TensorFlow was imported before tfcompress without TF_USE_LEGACY_KERAS=1 (Keras 3 "
+                "would be selected), so "
+                f"larq cannot load its Keras 2 optimizers. {_FIX}"
+            )
     if "tensorflow" in sys.modules:
         # TensorFlow is already imported. ``tf.keras`` is a lazy loader that reads the
         # variable on first use, so it may still be possible to get Keras 2; check it.
