@@ -11,7 +11,8 @@ from tfcompress._env import KerasVersionError, select_keras2
 select_keras2()
 
 from tfcompress import (  # noqa: E402
-    data, distill, layers, lowrank, mixed_precision, optimizers, pruning, quantizers, runtime,
+    audio, data, detection, distill, layers, lowrank, mixed_precision, models, nas, optimizers,
+    pruning, quantizers, runtime,
 )
 from tfcompress.conversion import ConversionResult, convert  # noqa: E402
 from tfcompress.errors import (  # noqa: E402
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConversionError", "ConversionResult", "DataError", "Interpreter", "InterpreterError",
-    "KerasVersionError", "TfcompressError", "__version__", "convert", "data", "distill", "layers",
-    "lowrank", "mixed_precision", "optimizers", "pruning", "quantizers", "runtime", "verify",
+    "KerasVersionError", "TfcompressError", "__version__", "audio", "convert", "data", "detection",
+    "distill", "layers", "lowrank", "mixed_precision", "models", "nas", "optimizers", "pruning",
+    "quantizers", "runtime", "verify",
 ]

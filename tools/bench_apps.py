@@ -1,7 +1,7 @@
 """Benchmark: the book's chapter 6 applications end to end, every file run in its real
 interpreter.
 
-    python tools/bench_apps.py                    # full run, about 30 min on 2 shared cores
+    python tools/bench_apps.py                    # full run, about 25 min on 2 shared cores
     python tools/bench_apps.py --quick            # smoke run (tiny subsets, 1 epoch)
     python tools/bench_apps.py --only detection   # one application
 
@@ -38,15 +38,14 @@ from tfcompress import audio, detection, layers, models  # noqa: E402
 from tfcompress._keras import keras  # noqa: E402
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402
-from tfcompress.runtime import Interpreter  # noqa: E402
 
 APPS = ("audio", "detection", "cifar")
 BUDGETS = {
     "full": {
         "audio": dict(train=None, test=None, epochs=15, channels=32),
-        "detection": dict(train=6000, test=1000, epochs=8, width=8, calibration=300,
+        "detection": dict(train=6000, test=1000, epochs=10, width=8, calibration=300,
                           binary_backbone="asda"),
-        "cifar": dict(train=8000, test=None, epochs=3, width=16, depth=18),
+        "cifar": dict(train=10000, test=None, epochs=4, width=16, depth=18),
     },
     "quick": {
         "audio": dict(train=300, test=60, epochs=1, channels=8),

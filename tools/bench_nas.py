@@ -143,7 +143,7 @@ def train_and_measure(model, train, test, args):
 
 
 def run(args):
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     (x, y), test = load(args)
     half = len(x) // 2
     train_w, val_a = (x[:half], y[:half]), (x[half:], y[half:])
@@ -196,6 +196,8 @@ def run(args):
                    f"{args.train_epochs} epochs, batch {args.batch_size}, Adam 1e-3",
         "baseline": f"width {width}: float 3x3 stem, 2 binary 3x3 convs x 3 stages, float dense",
         "seed": args.seed, "quick": bool(args.quick), "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "genotypes": genotypes,
     }
     notes = [

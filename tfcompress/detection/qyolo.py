@@ -183,7 +183,9 @@ def _calibrated_flatbuffer(model, images, io_type):
                               "(_experimental_calibrate_only), which ptq needs to set the ranges.")
     conv._experimental_calibrate_only = True
     try:
-        with _quiet():
+        with _quiet(), warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": int8 I/O is set after calibration
+            warnings.simplefilter("ignore", UserWarning)
             return bytes(conv.convert())
     except Exception as err:
         raise ConversionError(f"TFLite calibration failed: {err}") from err

@@ -4,17 +4,13 @@ Every constructor is keyword-only and returns a plain tf_keras ``Model`` that tr
 ``model.fit``, saves as ``.keras`` and converts with ``tfcompress.convert`` (``target="lce"``
 for the binarized ones).
 
-============================  ====================================================  =========
-constructor                   method                                                source
-============================  ====================================================  =========
-:func:`BinaryResNet`          binary ResNet-18/34 (one shortcut per two convs)      baseline
-:func:`BiRealNet`             Bi-Real Net-18/34 (Liu et al., ECCV 2018)             paper
-:func:`XNORNet`               XNOR-Net, AlexNet / VGG-small (Rastegari et al. 2016)  paper
-:func:`DABNN`                 data-adaptive amplitudes (card 6.2)                   [D]
-:func:`ASDANet`               amplitude suppression + direction activation (6.3)    [A/D]
-:func:`BinaryWaveNet`         1-bit WaveNet, Bi-Real or PCNN binarization (6.1)     [D]
-:func:`TinyYOLO`              anchor-free single-scale YOLO-style detector          design
-============================  ====================================================  =========
+- :func:`BinaryResNet`: binary ResNet-18/34, one real shortcut per two binary convs (baseline)
+- :func:`BiRealNet`: Bi-Real Net-18/34 (Liu et al., ECCV 2018)
+- :func:`XNORNet`: XNOR-Net, AlexNet or VGG-small layout (Rastegari et al., ECCV 2016)
+- :func:`DABNN`: data-adaptive channel and spatial amplitudes (card 6.2, design proposal [D])
+- :func:`ASDANet`: amplitude suppression + direction activation (card 6.3, [A/D])
+- :func:`BinaryWaveNet`: 1-bit WaveNet with Bi-Real or PCNN binarization (card 6.1, [D])
+- :func:`TinyYOLO`: anchor-free single-scale YOLO-style detector (float or binary backbone)
 """
 
 from tfcompress.models.asda import ASDAConv2D, ASDANet

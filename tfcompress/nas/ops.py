@@ -60,9 +60,26 @@ def _bn(affine, momentum, name):
 
 
 def _bconv(filters, k, name, strides=1, dilation=1, padding="same"):
-    return QuantConv2D(filters, k, strides=strides, dilation_rate=dilation, padding=padding,
-                       kernel_quantizer="ste_sign", kernel_constraint="weight_clip", name=name,
-                       **_BINARY)
+    cls = DilatedQuantConv2D if dilation > 1 else QuantConv2D
+    return cls(filters, k, strides=strides, dilation_rate=dilation, padding=padding,
+               kernel_quantizer="ste_sign", kernel_constraint="weight_clip", name=name, **_BINARY)
+
+
+@keras.utils.register_keras_serializable(package="tfcompress")
+class DilatedQuantConv2D(QuantConv2D):
+    """:class:`tfcompress.layers.QuantConv2D` whose dilated convolution is one native
+    ``Conv2D`` op with ``dilations`` (Keras emits SpaceToBatch -> Conv2D -> BatchToSpace).
+
+    Same maths and weights. The reason is conversion: when two dilated convolutions with the
+    same kernel size read the same tensor (common in a DARTS cell), the TFLite converter shares
+    their SpaceToBatch, cannot fold it back into a dilated conv, and LCE then leaves both as
+    float ``CONV_2D`` on +-1 values instead of ``LceBconv2d``.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        padding = self.padding.upper() if isinstance(self.padding, str) else self.padding
+        return tf.nn.conv2d(inputs, kernel, strides=list(self.strides), padding=padding,
+                            dilations=list(self.dilation_rate))
 
 
 def _bdw(k, strides, name):

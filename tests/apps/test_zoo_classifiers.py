@@ -107,7 +107,8 @@ def test_daconv_amplitudes_match_numpy_reference():
     alpha = sig(np.maximum(g @ layer.se_kernel1.numpy(), 0) @ layer.se_kernel2.numpy())
     m = np.pad(np.abs(x).mean(-1), ((0, 0), (1, 1), (1, 1)))
     k = layer.spatial_kernel.numpy()[:, :, 0, 0]
-    beta = sig(np.einsum("nhwij,ij->nhw", np.lib.stride_tricks.sliding_window_view(m, (3, 3), axis=(1, 2)), k))
+    windows = np.lib.stride_tricks.sliding_window_view(m, (3, 3), axis=(1, 2))
+    beta = sig(np.einsum("nhwij,ij->nhw", windows, k))
     np.testing.assert_allclose(out, conv * alpha[:, None, None, :] * beta[..., None], rtol=1e-4, atol=1e-5)
 
 

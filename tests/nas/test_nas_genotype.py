@@ -11,6 +11,7 @@ from nas_helpers import SMALL_OPS, cifar8, tiny_space
 import tfcompress
 from tfcompress._keras import keras
 from tfcompress.inspection import binary_layers
+from tfcompress.layers import QuantConv2D
 from tfcompress.nas import PRIMITIVES, DartsSpace, Genotype, select_cell
 from tfcompress.nas.genotype import num_edges
 from tfcompress.report import summary
@@ -18,7 +19,8 @@ from tfcompress.report import summary
 GENO = Genotype(
     normal=[("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_3x3", 2), ("max_pool_3x3", 0)],
     normal_concat=[2, 3],
-    reduce=[("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("skip_connect", 2), ("dil_conv_5x5", 1)],
+    # two dil_conv_5x5 reading state 1: the case the TFLite converter used to leave as float
+    reduce=[("max_pool_3x3", 0), ("dil_conv_5x5", 1), ("sep_conv_5x5", 2), ("dil_conv_5x5", 1)],
     reduce_concat=[2, 3], kind="binary")
 
 
@@ -120,7 +122,8 @@ def test_derived_binary_model_trains_saves_reloads_and_converts(tmp_path):
         ["cell0_node0", "cell1_node0", "cell2_node0"]
     # the ops of the genotype, and only them (no mixed op, mask or alpha)
     names = {lay.name for lay in model.layers}
-    assert "cell0_n0_0_sep_conv_3x3_dw" in names and "cell1_n0_1_sep_conv_5x5_pw" in names
+    assert "cell0_n0_0_sep_conv_3x3_dw" in names and "cell1_n1_0_sep_conv_5x5_pw" in names
+    assert "cell1_n0_1_dil_conv_5x5_conv" in names
     assert not any("none" in n or "arch" in n for n in names)
     assert len(binary_layers(model)) >= 10
     w0 = [w.copy() for w in model.get_weights()]
@@ -134,7 +137,10 @@ def test_derived_binary_model_trains_saves_reloads_and_converts(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
     result = tfcompress.convert(model, target="lce")
-    assert result.ops.count("LceBconv2d") >= 8
+    # every binary (non-depthwise) convolution became an LceBconv2d; the stem is the only float conv
+    bconvs = [lay for lay in model.layers if isinstance(lay, QuantConv2D)]
+    assert result.ops.count("LceBconv2d") == len(bconvs) >= 10
+    assert result.ops.count("CONV_2D") == 1 and "SPACE_TO_BATCH_ND" not in result.ops
     report = result.verify(xv, latency_runs=3, warmup=1)
     # Keras and LCE compute the same +-1 products; only float summation order differs.
     assert report.max_abs_diff < 1e-3 and report.agreement == 1.0

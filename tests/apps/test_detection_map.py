@@ -129,7 +129,8 @@ def test_yolo_loss_matches_numpy_reference():
     loss = D.YoloLoss(box_weight=2.0, obj_weight=0.5, cls_weight=3.0)
     sig = 1 / (1 + np.exp(-p))
     pos = y[..., 4]
-    box = (pos * (((sig[..., :2] - y[..., :2]) ** 2).sum(-1) + ((p[..., 2:4] - y[..., 2:4]) ** 2).sum(-1))).sum((1, 2))
+    sq = ((sig[..., :2] - y[..., :2]) ** 2).sum(-1) + ((p[..., 2:4] - y[..., 2:4]) ** 2).sum(-1)
+    box = (pos * sq).sum((1, 2))
     bce = -(pos * np.log(sig[..., 4]) + (1 - pos) * np.log(1 - sig[..., 4])).sum((1, 2))
     logp = p[..., 5:] - np.log(np.exp(p[..., 5:]).sum(-1, keepdims=True))
     ce = (pos * -(y[..., 5:] * logp).sum(-1)).sum((1, 2))
