@@ -58,6 +58,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--train-images", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--test-images", type=int, default=0, help="0: the whole test split")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -65,6 +66,9 @@ def main(argv=None):
     # a random subset: the archive is stored class by class, so x[:n] would be one class
     idx = np.random.default_rng(args.seed).permutation(len(x))[:args.train_images]
     x, y = for_model("cifar10", x[idx]), y[idx].astype(np.int64)
+    if args.test_images:
+        keep = np.random.default_rng(args.seed + 1).permutation(len(xt))[:args.test_images]
+        xt, yt = xt[keep], yt[keep]
     xt, yt = for_model("cifar10", xt), yt.astype(np.int64)
     print(f"CIFAR-10: {len(x)} train / {len(xt)} test images")
     for name in args.models:

@@ -51,11 +51,21 @@ def main(argv=None):
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-recordings", type=int, default=0,
+                   help="train on a random subset of this many recordings (0: all 2,700)")
+    p.add_argument("--test-recordings", type=int, default=0, help="0: all 300")
     args = p.parse_args(argv)
 
     (x, y), (xt, yt) = tfcompress.data.load("fsdd")
     x = audio.check_waveforms(x, input_length=8000, sample_rate=8000)
     xt = audio.check_waveforms(xt, input_length=8000, sample_rate=8000)
+    rng = np.random.default_rng(args.seed)
+    if args.train_recordings:
+        keep = rng.permutation(len(x))[:args.train_recordings]
+        x, y = x[keep], y[keep]
+    if args.test_recordings:
+        keep = rng.permutation(len(xt))[:args.test_recordings]
+        xt, yt = xt[keep], yt[keep]
     print(f"FSDD: {len(x)} train / {len(xt)} test recordings")
     for name in args.variants:
         t0 = time.perf_counter()

@@ -9,12 +9,12 @@ that are XNOR-popcount binary ops, :func:`tfcompress.report.summary`), training 
 accuracy from Keras and from the LCE file in LCE's interpreter (with their agreement).
 
 The machine is a shared 2-core CPU, so the budget is small: CIFAR-10 images are average-pooled
-to 16x16, the search uses 2 x 2500 training images (weights / architecture split, as DARTS'
+to 16x16, the search uses 2 x 5000 training images (weights / architecture split, as DARTS'
 50/50 split) and ``--search-epochs`` Keras epochs of ``--steps-per-epoch`` steps (BNAS' K*T
 schedule counts these epochs), the cells have 3 intermediate nodes instead of DARTS' 4, and the
-derived networks train on the 5000 images.
+derived networks train on the 10000 images.
 
-    python tools/bench_nas.py                 # full budget (about 20 minutes on 2 busy cores)
+    python tools/bench_nas.py                 # full budget (about 35 minutes on 2 cores)
     python tools/bench_nas.py --quick         # smoke run (a few minutes)
 """
 
@@ -222,21 +222,21 @@ def main(argv=None):
     p.add_argument("--out-dir", default="benchmarks")
     p.add_argument("--methods", default="darts,bnas",
                    help="comma list of darts, pcdarts, idarts, bnas, abanditnas, evolution")
-    p.add_argument("--train", type=int, default=5000)
+    p.add_argument("--train", type=int, default=10000)
     p.add_argument("--test", type=int, default=0, help="test images (0: the full test split)")
     p.add_argument("--image-size", type=int, default=16, choices=(8, 16, 32))
     p.add_argument("--search-cells", type=int, default=3)
     p.add_argument("--search-channels", type=int, default=8)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--partial-channels", type=int, default=2)
-    p.add_argument("--search-epochs", type=int, default=28)
-    p.add_argument("--steps-per-epoch", type=int, default=6)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--search-epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--samples", type=int, default=3)
     p.add_argument("--eval-size", type=int, default=256)
     p.add_argument("--cells", type=int, default=4)
     p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--train-epochs", type=int, default=6)
+    p.add_argument("--train-epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64, help="training batch of derived models")
     p.add_argument("--search-batch", type=int, default=32)
     p.add_argument("--verbose", action="store_true")

@@ -161,3 +161,61 @@ def test_multi_mnist_boxes_are_tight_and_disjoint():
     np.testing.assert_array_equal(again[0], images)
     with pytest.raises(ValueError, match="split"):
         D.multi_mnist(2, split="val")
+
+
+def _random_case(rng, n_images=40, n_classes=4):
+    gt_boxes, gt_labels, dets = [], [], []
+    for _ in range(n_images):
+        k = int(rng.integers(0, 5))
+        xy = rng.uniform(0, 50, (k, 2))
+        wh = rng.uniform(4, 20, (k, 2))
+        g = np.concatenate([xy, xy + wh], 1)
+        gl = rng.integers(0, n_classes, k)
+        # noisy copies of the ground truth (some with the wrong class), plus clutter
+        noisy = g + rng.normal(0, 1.0, g.shape)
+        noisy[:, 2:] = np.maximum(noisy[:, 2:], noisy[:, :2] + 0.5)
+        cl = np.where(rng.random(k) < 0.2, rng.integers(0, n_classes, k), gl)
+        m = int(rng.integers(0, 4))
+        cxy = rng.uniform(0, 60, (m, 2))
+        clutter = np.concatenate([cxy, cxy + rng.uniform(3, 15, (m, 2))], 1)
+        boxes = np.concatenate([noisy, clutter]).reshape(-1, 4)
+        classes = np.concatenate([cl, rng.integers(0, n_classes, m)]).astype(np.int64)
+        scores = np.round(np.concatenate([rng.uniform(0.3, 1, k), rng.uniform(0, 0.7, m)]), 2)  # ties
+        gt_boxes.append(g), gt_labels.append(gl), dets.append(_det(boxes, scores, classes))
+    return dets, gt_boxes, gt_labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_our_map_equals_pycocotools_cocoeval(seed):
+    pytest.importorskip("pycocotools")
+    dets, gt_boxes, gt_labels = _random_case(np.random.default_rng(seed))
+    ours = D.mean_average_precision(dets, gt_boxes, gt_labels, backend="tfcompress")
+    coco = D.mean_average_precision(dets, gt_boxes, gt_labels, backend="pycocotools")
+    assert 0.05 < coco.map50_95 < 0.95          # a case that exercises partial matches
+    assert ours.map50 == pytest.approx(coco.map50, abs=1e-9)
+    assert ours.map50_95 == pytest.approx(coco.map50_95, abs=1e-9)
+    assert ours.map75 == pytest.approx(coco.map75, abs=1e-9)
+    assert ours.ap_per_class == pytest.approx(coco.ap_per_class, abs=1e-9)
+    # and with a per-image cap that cuts detections
+    a = D.mean_average_precision(dets, gt_boxes, gt_labels, backend="tfcompress", max_detections=1)
+    b = D.mean_average_precision(dets, gt_boxes, gt_labels, backend="pycocotools", max_detections=1)
+    assert a.map50_95 == pytest.approx(b.map50_95, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "tfcompress"])
+def test_both_backends_give_the_hand_values(backend):
+    if backend == "pycocotools":
+        pytest.importorskip("pycocotools")
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), E]
+    dets = [_det([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]], [0.9, 0.8, 0.7], [0, 0, 0]),
+            _det(E, [], [])]
+    m = D.mean_average_precision(dets, gt, [np.array([0, 0]), []], backend=backend)
+    assert m.map50 == pytest.approx((51 * 1.0 + 50 * 2 / 3) / 101, abs=1e-9)
+    none = D.mean_average_precision([_det(E, [], []), _det(E, [], [])], gt, [[0, 0], []],
+                                    backend=backend)
+    assert none.map50 == 0.0 and none.map50_95 == 0.0
+
+
+def test_unknown_map_backend_is_refused():
+    with pytest.raises(ValueError, match="backend"):
+        D.mean_average_precision([_det(E, [], [])], [np.ones((1, 4))], [[0]], backend="voc")

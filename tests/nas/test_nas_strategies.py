@@ -1,5 +1,5 @@
 """Search strategies: DARTS/PC-DARTS alternation and warm-up, IDARTS backtracking, ABanditNAS
-and BNAS schedules and bookkeeping, BDetNAS's scoring hook, the contrastive evolution, and
+and BNAS schedules and bookkeeping (with a score_fn), the contrastive evolution, and
 resumable state; each checked against the card's formulas."""
 
 import json
@@ -191,14 +191,14 @@ def test_bnas_scores_sampled_subnetworks_and_abandons_ops_on_schedule():
     net = space.build((8, 8, 3), 4)
     calls = []
 
-    def score_fn(model):            # BDetNAS' hook: any score of the gated sub-network
+    def score_fn(model):            # any score of the gated sub-network (BDetNAS uses mAP)
         gate = model._gate["reduce"].numpy().copy()
         value = float(np.random.default_rng(len(calls)).random())
         calls.append((gate, value, model.alive("reduce").copy()))
         return value
 
-    search = BDetNAS(space, (xv, yv), score_fn=score_fn, warmup_epochs=1, samples=2, rounds=1,
-                     batch_size=16, seed=1)
+    search = BNAS(space, (xv, yv), score_fn=score_fn, warmup_epochs=1, samples=2, rounds=1,
+                  batch_size=16, seed=1)
     # 1 warm-up epoch, then K * T epochs per removal: K = 3 then 2
     assert search.schedule() == [3, 5]
     rec = Recorder(lambda m: int(m.alive("reduce").sum(1).max()))
@@ -232,8 +232,8 @@ def test_strategies_refuse_spaces_they_cannot_search():
         BNAS(tiny_space(kind="float"), (xv, yv))
     with pytest.raises(ValueError, match="partial_channels=4"):
         PCDARTS(tiny_space(), (xv, yv))
-    with pytest.raises(ValueError, match="needs score_fn"):
-        BDetNAS(tiny_space(), (xv, yv), score_fn=None)
+    with pytest.raises(ValueError, match="head='detection'"):
+        BDetNAS(tiny_space(), (xv, yv, yv))
     with pytest.raises(ValueError, match="Unknown search strategy 'enas'.*darts"):
         get_strategy("enas", tiny_space())
     assert isinstance(get_strategy("DARTS", tiny_space(), (xv, yv)), DARTS)

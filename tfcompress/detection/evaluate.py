@@ -46,7 +46,7 @@ def detect(detector, images, *, score_threshold=0.01, iou_threshold=0.5, max_det
 
 
 def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_threshold=0.5,
-             max_detections=100, batch_size=64):
+             max_detections=100, batch_size=64, backend="auto"):
     """mAP@0.5 and mAP@0.5:0.95 (COCO 101-point protocol) of ``detector`` on ``images``.
 
     Args:
@@ -59,6 +59,8 @@ def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_thre
             evaluation keeps low-score detections: they can only add recall).
         iou_threshold: class-wise NMS threshold.
         max_detections: per image.
+        backend: the mAP implementation (``"auto"``: pycocotools when installed, see
+            :func:`~tfcompress.detection.metrics.mean_average_precision`).
 
     Returns:
         :class:`~tfcompress.detection.metrics.DetectionMetrics`.
@@ -67,7 +69,8 @@ def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_thre
         raise ValueError(f"{len(images)} images but {len(boxes)} box lists.")
     dets = detect(detector, images, score_threshold=score_threshold, iou_threshold=iou_threshold,
                   max_detections=max_detections, batch_size=batch_size)
-    return mean_average_precision(dets, boxes, labels, max_detections=max_detections)
+    return mean_average_precision(dets, boxes, labels, max_detections=max_detections,
+                                  backend=backend)
 
 
 __all__ = ["detect", "evaluate", "raw_outputs"]

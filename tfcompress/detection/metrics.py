@@ -1,4 +1,5 @@
-"""COCO-style mean average precision, written from the COCO evaluation protocol
+"""COCO-style mean average precision: pycocotools' ``COCOeval`` when installed (the default),
+and an implementation of the same protocol written from the COCO evaluation protocol
 (``pycocotools.cocoeval``: ``evaluateImg`` matching and ``accumulate``'s 101-point
 interpolation), for ``[x1, y1, x2, y2]`` boxes with no crowd regions and one area range (all).
 
@@ -152,7 +153,10 @@ def average_precision_table(detections, gt_boxes, gt_labels, *, iou_thresholds=C
     return classes, ap
 
 
-def mean_average_precision(detections, gt_boxes, gt_labels, *, max_detections=100):
+BACKENDS = ("auto", "pycocotools", "tfcompress")
+
+
+def mean_average_precision(detections, gt_boxes, gt_labels, *, max_detections=100, backend="auto"):
     """:class:`DetectionMetrics` (mAP@0.5, mAP@0.5:0.95, mAP@0.75, per-class APs).
 
     Args:
@@ -161,12 +165,28 @@ def mean_average_precision(detections, gt_boxes, gt_labels, *, max_detections=10
         gt_boxes, gt_labels: per image, ``(m, 4)`` ``[x1, y1, x2, y2]`` boxes and ``(m,)``
             integer labels (empty arrays, ``[]`` or ``None`` for an image without objects).
         max_detections: per image and class, the top-scoring detections kept (COCO: 100).
+        backend: ``"pycocotools"`` (COCO's own ``COCOeval``, bbox, one area range "all",
+            ``maxDets=[max_detections]``), ``"tfcompress"`` (this module's implementation of the
+            same protocol; a test checks both agree to 1e-9), or ``"auto"`` (pycocotools when it
+            is installed, which ``pip install tfcompress`` does).
 
     Raises:
-        ValueError: mismatched lengths or shapes, or no ground truth at all.
+        ValueError: mismatched lengths or shapes, no ground truth at all, unknown backend.
+        ImportError: ``backend="pycocotools"`` without pycocotools installed.
     """
-    classes, ap = average_precision_table(detections, gt_boxes, gt_labels,
-                                          max_detections=max_detections)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        try:
+            import pycocotools.cocoeval  # noqa: F401
+            backend = "pycocotools"
+        except ImportError:
+            backend = "tfcompress"
+    if backend == "pycocotools":
+        classes, ap = _coco_ap_table(detections, gt_boxes, gt_labels, max_detections)
+    else:
+        classes, ap = average_precision_table(detections, gt_boxes, gt_labels,
+                                              max_detections=max_detections)
     dets = [_as_detections(d, i) for i, d in enumerate(detections)]
     t75 = int(np.argmin(np.abs(COCO_IOU_THRESHOLDS - 0.75)))
     return DetectionMetrics(
@@ -177,5 +197,54 @@ def mean_average_precision(detections, gt_boxes, gt_labels, *, max_detections=10
         num_detections=int(sum(len(d) for d in dets)))
 
 
-__all__ = ["COCO_IOU_THRESHOLDS", "DetectionMetrics", "RECALL_POINTS", "average_precision_table",
+def _coco_ap_table(detections, gt_boxes, gt_labels, max_detections):
+    """``(classes, AP (thresholds, classes))`` from pycocotools' ``COCOeval`` (bbox)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dets = [_as_detections(d, i) for i, d in enumerate(detections)]
+    gts = _ground_truth(gt_boxes, gt_labels)
+    if len(dets) != len(gts):
+        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth.")
+    classes = sorted({int(c) for _, l in gts for c in l})
+    if not classes:
+        raise ValueError("No image has a ground-truth box, so mAP is undefined (COCO reports -1); "
+                         "evaluate on images with objects.")
+    images, annotations, results = [], [], []
+    for i, ((gb, gl), d) in enumerate(zip(gts, dets)):
+        images.append({"id": i})
+        for b, c in zip(gb, gl):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c),
+                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h,
+                                "iscrowd": 0})
+        for b, s, c in zip(d.boxes, d.scores, d.classes):
+            if int(c) in classes:      # COCO ignores detections of classes it does not know
+                results.append({"image_id": i, "category_id": int(c), "score": float(s),
+                                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                         float(b[3] - b[1])]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations,
+                        "categories": [{"id": c} for c in classes]}
+        coco.createIndex()
+        found = coco.loadRes(results) if results else COCO()
+        if not results:
+            found.dataset = {"images": images, "annotations": [], "categories": coco.dataset["categories"]}
+            found.createIndex()
+        ev = COCOeval(coco, found, "bbox")
+        ev.params.iouThrs = COCO_IOU_THRESHOLDS.copy()
+        ev.params.areaRng, ev.params.areaRngLbl = [[0.0, 1e10]], ["all"]
+        ev.params.maxDets = [int(max_detections)]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"][:, :, :, 0, 0]         # (T, R, K)
+    precision = np.where(precision < 0, 0.0, precision)     # a class without detections: AP 0
+    return classes, precision.mean(axis=1)
+
+
+__all__ = ["BACKENDS", "COCO_IOU_THRESHOLDS", "DetectionMetrics", "RECALL_POINTS", "average_precision_table",
            "mean_average_precision"]

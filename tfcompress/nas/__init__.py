@@ -20,8 +20,9 @@ Strategies (``get_strategy(name, space, ...)``):
 - :class:`ABanditNAS` — anti-bandit sampling (LCB) and pruning (UCB) every ``K * T`` epochs,
   optionally with FGSM adversarial training.
 - :class:`BNAS` — PC-DARTS on a binarized space with performance-based op abandoning every
-  ``K * T`` epochs (score formula reconstructed, 🟡). :class:`BDetNAS` — BNAS with a
-  pluggable ``score_fn`` (e.g. a detection loss): only the scoring hook of card B5's proposal.
+  ``K * T`` epochs (score formula reconstructed, 🟡). :class:`BDetNAS` — BNAS on a detection
+  supernet (``space.build(..., head="detection")``: binarized DARTS backbone + TinyYOLO head,
+  YOLO loss for weights and alpha, sub-networks scored by mAP@0.5); card B5's proposal (❓).
 - :class:`Evolution` — unsupervised evolution with a contrastive (NT-Xent) fitness and op
   elimination: a reduced FaUNAE (see :mod:`tfcompress.nas.evolution`).
 

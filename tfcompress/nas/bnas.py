@@ -1,5 +1,5 @@
 """BNAS: binarized neural architecture search (Chen et al., AAAI 2020, arXiv 1911.10862; card B4),
-and BDetNAS's scoring hook (card B5, a proposal).
+and BDetNAS, BNAS on a detection supernet (card B5, a proposal).
 
 BNAS searches a DARTS space whose convolutions are binarized (``DartsSpace(ops="binary")``,
 with ``partial_channels=4`` for the paper's channel sampling). The supernet is trained as in
@@ -75,6 +75,12 @@ class BNAS(DARTS):
         self.n = {t: np.zeros((e, o), np.int64) for t in CELL_TYPES}
         self.since_prune = 0
         self.removed = []      # (epoch, {cell: [removed op per edge]})
+
+    def _check_head(self, model):
+        if model.head != "classifier" and self.score_fn is None:
+            raise ValueError(f"BNAS scores sub-networks by accuracy; this supernet has a "
+                             f"{model.head!r} head. Use tfcompress.nas.BDetNAS, or pass "
+                             "score_fn(model) -> float.")
 
     def _attach(self, model):
         super()._attach(model)
@@ -173,19 +179,88 @@ class BNAS(DARTS):
 
 
 class BDetNAS(BNAS):
-    """BDetNAS's scoring hook (card B5 is a design proposal, ❓; no primary source was found).
+    """BDetNAS: BNAS on a detection supernet (card B5, a design proposal, ❓).
 
-    BNAS whose sampled sub-networks are scored by ``score_fn(model)`` — for a detector, e.g.
-    ``-detection_loss`` or the validation mAP of the backbone with the sampled cells — instead
-    of classification accuracy. Only this hook is implemented: there is no detection head,
-    backbone-only supernet, or COCO metric in tfcompress.nas; ``score_fn`` must build and
-    evaluate them around the gated supernet.
+    The card found no primary source; it proposes BNAS's search applied to a detector's
+    backbone with a detection objective. This implements that proposal on tfcompress's own
+    detector parts: the supernet is a binarized DARTS backbone with the TinyYOLO head
+    (``space.build(input_shape, num_classes, head="detection")``, compiled with
+    :class:`tfcompress.detection.YoloLoss`), ``fit`` trains its weights on
+    :func:`tfcompress.detection.encode_targets` targets, the alpha steps minimize the same
+    YOLO loss on the architecture split, and the sampled sub-networks are scored by their
+    mAP@0.5 (COCO 101-point, :func:`tfcompress.detection.mean_average_precision`) on the first
+    ``eval_size`` validation images (or by ``score_fn(model)``). Op abandoning follows
+    :class:`BNAS`. ``space.derive(genotype, ...)`` then gives a plain detector (the head comes
+    with it) that converts with LCE and is scored by :func:`tfcompress.detection.evaluate`.
+
+    Not in it (the card's proposal leaves them open): a multi-scale (FPN) head and a
+    separate search of the head's cells; the head stays the real-valued TinyYOLO head.
+
+    Args:
+        space: a binary :class:`~tfcompress.nas.DartsSpace` whose last build had
+            ``head="detection"``.
+        validation_data: the architecture split as ``(images, boxes, labels)`` (per image
+            ``(k, 4)`` ``[x1, y1, x2, y2]`` pixel boxes and ``(k,)`` labels, e.g. from
+            :func:`tfcompress.detection.multi_mnist`).
+        score_fn: optional ``score_fn(model) -> float`` replacing the mAP.
+        Other keyword arguments go to :class:`BNAS` (``eval_size`` defaults to 256 here).
+
+    Example::
+
+        space = nas.DartsSpace(num_cells=3, channels=8, ops="binary", partial_channels=2)
+        supernet = space.build((64, 64, 1), 10, head="detection")
+        x, boxes, labels = detection.multi_mnist(4000, split="train")
+        grid = supernet.output_shape[1:3]
+        y = detection.encode_targets(boxes[:2000], labels[:2000], input_shape=(64, 64),
+                                     grid_shape=grid, num_classes=10)
+        search = nas.BDetNAS(space, (x[2000:], boxes[2000:], labels[2000:]))
+        supernet.fit(x[:2000], y, batch_size=32, epochs=20, callbacks=[search])
+        detector = space.derive(search.genotype(), num_cells=4)
     """
 
     name = "BDetNAS"
 
-    def __init__(self, space, validation_data, *, score_fn, **kwargs):
-        if score_fn is None:
-            raise ValueError("BDetNAS needs score_fn(model) -> float (e.g. minus the detection "
-                             "loss of the sampled backbone on a validation set).")
-        super().__init__(space, validation_data, score_fn=score_fn, **kwargs)
+    def __init__(self, space, validation_data, *, score_fn=None, eval_size=256, **kwargs):
+        from tfcompress.detection.loss import encode_targets
+
+        if space.head != "detection" or space.input_shape is None:
+            raise ValueError("BDetNAS searches a detection supernet: build it first with "
+                             "space.build(input_shape, num_classes, head='detection').")
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 3):
+            raise ValueError("BDetNAS validation_data must be (images, boxes, labels): images "
+                             "(N, H, W, C), per-image (k, 4) [x1, y1, x2, y2] boxes and (k,) "
+                             f"labels; got {type(validation_data).__name__}.")
+        images, boxes, labels = validation_data
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != tuple(space.input_shape):
+            raise ValueError(f"BDetNAS images must have shape (N,) + {tuple(space.input_shape)} "
+                             f"(the supernet input), got {images.shape}.")
+        if not len(images) == len(boxes) == len(labels) or len(images) == 0:
+            raise ValueError(f"BDetNAS: {len(images)} images, {len(boxes)} box lists and "
+                             f"{len(labels)} label lists; need the same, non-zero count.")
+        stride = space.grid_stride()
+        h, w = images.shape[1:3]
+        targets = encode_targets(boxes, labels, input_shape=(h, w),
+                                 grid_shape=(h // stride, w // stride),
+                                 num_classes=space.num_classes)
+        super().__init__(space, (images, targets), score_fn=score_fn, eval_size=eval_size,
+                         **kwargs)
+        self.eval_boxes = list(boxes[:eval_size])
+        self.eval_labels = list(labels[:eval_size])
+
+    def _check_head(self, model):
+        if model.head != "detection":
+            raise ValueError("BDetNAS needs a supernet built with head='detection', got a "
+                             f"{model.head!r} head.")
+
+    def score(self):
+        """mAP@0.5 of the (gated) supernet on the scoring images (or ``score_fn(model)``)."""
+        if self.score_fn is not None:
+            return float(self.score_fn(self.supernet))
+        from tfcompress.detection.boxes import decode
+        from tfcompress.detection.metrics import mean_average_precision
+
+        out = self._forward(self.x_val)
+        dets = decode(out, input_shape=self.x_val.shape[1:3], score_threshold=0.01)
+        return mean_average_precision(dets, self.eval_boxes, self.eval_labels,
+                                      backend="tfcompress").map50

@@ -82,6 +82,9 @@ class DARTS(SearchStrategy):
         self._iterator = None
         self._step_fns = {}
 
+    def _check_head(self, model):
+        """Any head: the architecture step uses the compiled (or given) loss."""
+
     def _attach(self, model):
         strategy = model.distribute_strategy
         with strategy.scope():

@@ -11,7 +11,7 @@ import numpy as np
 from tfcompress._keras import keras, tf
 from tfcompress.nas.genotype import Genotype, check_genotype, num_edges, select_cell
 from tfcompress.nas.ops import KINDS, PRIMITIVES, apply_steps, canonical_op, op_steps, preprocess_steps
-from tfcompress.nas.supernet import CELL_TYPES, Supernet
+from tfcompress.nas.supernet import CELL_TYPES, HEADS, Supernet, head_layers
 
 
 class DartsSpace:
@@ -68,6 +68,7 @@ class DartsSpace:
         self.stem_multiplier, self.bn_momentum = int(stem_multiplier), float(bn_momentum)
         self.num_classes = None
         self.input_shape = None
+        self.head = "classifier"
 
     # ----- description --------------------------------------------------------------------
     @property
@@ -110,22 +111,29 @@ class DartsSpace:
         return shape
 
     # ----- supernet -----------------------------------------------------------------------
-    def build(self, input_shape, num_classes, *, compile=True, name="supernet"):
+    def build(self, input_shape, num_classes, *, head="classifier", compile=True,
+              name="supernet"):
         """The supernet (a :class:`~tfcompress.nas.supernet.Supernet` Keras model).
 
         Build it inside ``strategy.scope()`` to train under ``tf.distribute``. With
         ``compile=True`` it is compiled for ``fit`` with the DARTS weight optimizer (float: SGD
-        lr 0.025, momentum 0.9, global grad-norm clip 5) or Adam 1e-3 (binary), sparse
-        categorical cross-entropy on logits, and accuracy; recompile to change them.
+        lr 0.025, momentum 0.9, global grad-norm clip 5) or Adam 1e-3 (binary), and sparse
+        categorical cross-entropy on logits with accuracy (``head="classifier"``) or
+        :class:`tfcompress.detection.YoloLoss` (``head="detection"``: a YOLO head on the last
+        cell's feature map, output ``(N, H / s, W / s, 5 + num_classes)`` with ``s`` = 2 to the
+        number of reduction cells; train with :func:`tfcompress.detection.encode_targets`
+        targets and search with :class:`~tfcompress.nas.BDetNAS`). Recompile to change them.
         """
         shape = self._check_input(input_shape, self.num_cells)
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-        self.input_shape, self.num_classes = shape, int(num_classes)
-        model = Supernet(self, num_classes, shape, name=name)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+        self.input_shape, self.num_classes, self.head = shape, int(num_classes), head
+        model = Supernet(self, num_classes, shape, head=head, name=name)
         model(tf.zeros((1,) + shape), training=False)     # eager: creates every op's variables
         if compile:
-            _compile(model, self.kind)
+            _compile(model, self.kind, head)
         return model
 
     def arch_variables(self, supernet):
@@ -165,8 +173,12 @@ class DartsSpace:
         """Raise ValueError naming the problem if ``genotype`` does not fit this space."""
         check_genotype(genotype, self.nodes, self.primitives)
 
+    def grid_stride(self, num_cells=None):
+        """The output stride of a detection network: 2 to the number of reduction cells."""
+        return 2 ** len(self.reduction_indices(self.num_cells if num_cells is None else num_cells))
+
     def derive(self, genotype, num_cells=None, channels=None, num_classes=None, input_shape=None,
-               *, compile=True, name="derived"):
+               *, head=None, compile=True, name="derived"):
         """A plain functional Keras model with only the genotype's ops.
 
         Same macro structure as the supernet (stem, cells with reductions at 1/3 and 2/3 of
@@ -179,6 +191,7 @@ class DartsSpace:
             genotype: a :class:`Genotype` that fits this space (see :meth:`validate`).
             num_cells, channels: depth and initial width (default: the space's).
             num_classes, input_shape: default: those of the last :meth:`build`.
+            head: ``"classifier"`` or ``"detection"`` (default: that of the last :meth:`build`).
             compile: compile like :meth:`build`.
         """
         self.validate(genotype)
@@ -193,24 +206,33 @@ class DartsSpace:
         input_shape = self.input_shape if input_shape is None else input_shape
         if num_classes is None or input_shape is None:
             raise ValueError("derive needs num_classes and input_shape (or call space.build first).")
+        head = self.head if head is None else head
+        if head not in HEADS:
+            raise ValueError(f"derive: head must be one of {HEADS}, got {head!r}.")
         shape = self._check_input(input_shape, num_cells)
         model = _functional(genotype, self, int(num_cells), int(channels), int(num_classes),
-                            shape, name)
+                            shape, name, head)
         if compile:
-            _compile(model, self.kind)
+            _compile(model, self.kind, head)
         return model
 
 
-def _compile(model, kind):
+def _compile(model, kind, head="classifier"):
     if kind == "binary":
         opt = keras.optimizers.Adam(1e-3)
     else:
         opt = keras.optimizers.SGD(0.025, momentum=0.9, global_clipnorm=5.0)
-    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    if head == "detection":
+        from tfcompress.detection.loss import YoloLoss
+
+        model.compile(opt, YoloLoss())
+    else:
+        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
 
 
-def _functional(genotype, space, num_cells, channels, num_classes, input_shape, name):
+def _functional(genotype, space, num_cells, channels, num_classes, input_shape, name,
+                head="classifier"):
     kind, m = space.kind, space.bn_momentum
     inp = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(space.stem_multiplier * channels, 3, padding="same", use_bias=False,
@@ -239,6 +261,5 @@ def _functional(genotype, space, num_cells, channels, num_classes, input_shape, 
         out = [states[s] for s in concat]
         s0, s1 = s1, (keras.layers.Concatenate(name=f"cell{i}_out")(out) if len(out) > 1 else out[0])
         red_prev = red
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(s1)
-    out = keras.layers.Dense(num_classes, name="classifier")(x)
+    out = apply_steps(head_layers(head, num_classes, 2 * c, m), s1)
     return keras.Model(inp, out, name=name)

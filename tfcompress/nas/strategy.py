@@ -135,6 +135,7 @@ class SearchStrategy(keras.callbacks.Callback):
             raise ValueError(f"{type(self).__name__} works on a supernet from DartsSpace.build, "
                              f"got {type(model).__name__}.")
         self.space._check_supernet(model)
+        self._check_head(model)
         super().set_model(model)
         if self._attached is not model:
             self._attached = model
@@ -142,6 +143,14 @@ class SearchStrategy(keras.callbacks.Callback):
             if self._pending is not None:
                 self._restore(self._pending)
                 self._pending = None
+
+    def _check_head(self, model):
+        """Refuse a supernet whose output this strategy cannot score (default: classifiers)."""
+        if model.head != "classifier":
+            raise ValueError(f"{type(self).__name__} scores classifiers; this supernet has a "
+                             f"{model.head!r} head. Search detection backbones with "
+                             "tfcompress.nas.BDetNAS (or DARTS/PCDARTS/IDARTS, which use the "
+                             "compiled loss).")
 
     def _attach(self, model):
         """Hook: prepare state for ``model`` (called once per supernet)."""

@@ -40,6 +40,27 @@ from tfcompress.nas.ops import OpLayer, apply_steps, channel_shuffle, op_steps, 
 ARCH_PREFIX = "arch_"
 _CACHE = 8          # traced train functions kept per supernet
 CELL_TYPES = ("normal", "reduce")
+HEADS = ("classifier", "detection")
+
+
+def head_layers(head, num_classes, width, momentum):
+    """The real-valued output layers after the last cell.
+
+    ``"classifier"``: global average pooling -> Dense logits. ``"detection"``: the TinyYOLO
+    head (:func:`tfcompress.models.TinyYOLO`) on the last cell's feature map: 1x1 conv -> BN ->
+    SiLU -> 1x1 conv with ``5 + num_classes`` outputs per grid cell (raw
+    ``[tx, ty, tw, th, objectness, class logits]``, decoded by
+    :func:`tfcompress.detection.decode`; the grid stride is the product of the reductions).
+    """
+    if head == "classifier":
+        return [keras.layers.GlobalAveragePooling2D(name="gap"),
+                keras.layers.Dense(num_classes, name="classifier")]
+    if head == "detection":
+        return [keras.layers.Conv2D(width, 1, use_bias=False, name="head_conv"),
+                keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-5, name="head_bn"),
+                keras.layers.Activation("silu", name="head_act"),
+                keras.layers.Conv2D(5 + num_classes, 1, name="head_out")]
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
 
 
 def masked_softmax(logits, mask):
@@ -135,13 +156,16 @@ class SearchCell(keras.layers.Layer):
 class Supernet(keras.Model):
     """A DARTS supernet built by :meth:`tfcompress.nas.DartsSpace.build` (use that)."""
 
-    def __init__(self, space, num_classes, input_shape, **kwargs):
+    def __init__(self, space, num_classes, input_shape, head="classifier", **kwargs):
         from tfcompress.nas.space import DartsSpace
 
         if isinstance(space, dict):
             space = DartsSpace.from_config(space)
         super().__init__(**kwargs)
         self.space, self.num_classes, self.image_shape = space, int(num_classes), tuple(input_shape)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+        self.head = head
         c, m = space.channels, space.bn_momentum
         self.stem = [keras.layers.Conv2D(space.stem_multiplier * c, 3, padding="same", use_bias=False,
                                          name="stem_conv"),
@@ -155,7 +179,10 @@ class Supernet(keras.Model):
             self.cells.append(SearchCell(space, c, red, red_prev, name=f"cell{i}"))
             red_prev = red
         self.gap = keras.layers.GlobalAveragePooling2D(name="gap")
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        if head == "classifier":
+            self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        else:
+            self.detection_head = head_layers(head, self.num_classes, 2 * c, m)
         e, o = num_edges(space.nodes), len(space.primitives)
         self._alpha, self._beta, self._alive, self._gate = {}, {}, {}, {}
         for t in CELL_TYPES:
@@ -295,8 +322,11 @@ class Supernet(keras.Model):
                             "traced; change masks with set_alive/set_gate or call supernet.refresh().")
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, *weights[cell.cell_type], include=include[cell.cell_type])
-        feats = self.gap(s1)
-        return feats if return_features else self.classifier(feats)
+        if return_features:
+            return self.gap(s1)
+        if self.head == "detection":
+            return apply_steps(self.detection_head, s1)
+        return self.classifier(self.gap(s1))
 
     def train_step(self, data):
         """Keras' train step on the network weights, applied only to the weights of the ops in
@@ -331,7 +361,7 @@ class Supernet(keras.Model):
 
     def get_config(self):
         return {"space": self.space.get_config(), "num_classes": self.num_classes,
-                "input_shape": list(self.image_shape), "name": self.name}
+                "input_shape": list(self.image_shape), "head": self.head, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
