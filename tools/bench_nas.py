@@ -16,6 +16,7 @@ derived networks train on the 10000 images.
 
     python tools/bench_nas.py                 # full budget (about 35 minutes on 2 cores)
     python tools/bench_nas.py --quick         # smoke run (a few minutes)
+    python tools/bench_nas.py --task detection   # BDetNAS on multi-digit MNIST (~20 min)
 """
 
 import argparse
@@ -195,6 +196,7 @@ def run(args):
         "derived": f"num_cells={args.cells}, channels={args.channels}; trained "
                    f"{args.train_epochs} epochs, batch {args.batch_size}, Adam 1e-3",
         "baseline": f"width {width}: float 3x3 stem, 2 binary 3x3 convs x 3 stages, float dense",
+        "command": "python tools/bench_nas.py " + " ".join(sys.argv[1:]),
         "seed": args.seed, "quick": bool(args.quick), "wall_seconds": round(wall, 1),
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
@@ -211,6 +213,119 @@ def run(args):
     path = write_benchmark("nas", rows, columns, meta, out_dir=args.out_dir,
                            title="Binary architecture search on CIFAR-10 (DARTS vs BNAS vs a "
                                  "hand-made binary CNN)", notes=notes)
+    print(f"wrote {path} in {wall:.0f} s", flush=True)
+    return rows
+
+
+def run_detection(args):
+    """BDetNAS on multi-digit MNIST: search, derive, train, LCE, against a hand-made binary
+    TinyYOLO (Bi-Real backbone) of about the same size, with one training budget."""
+    from tfcompress import detection, models
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    kw = dict(canvas_size=args.canvas, digits=(1, 3), digit_size=(10, 16))
+    x, b, l = detection.multi_mnist(args.det_train, split="train", seed=args.seed, **kw)
+    xt, bt, lt = detection.multi_mnist(args.det_test, split="test", seed=args.seed + 1, **kw)
+    half = len(x) // 2
+    keras.utils.set_random_seed(args.seed)
+    space = make_space(args)
+    supernet = space.build(x.shape[1:], 10, head="detection")
+    stride = space.grid_stride()
+    grid = (x.shape[1] // stride, x.shape[2] // stride)
+    y = detection.encode_targets(b[:half], l[:half], input_shape=x.shape[1:3], grid_shape=grid,
+                                 num_classes=10)
+    search = nas.BDetNAS(space, (x[half:], b[half:], l[half:]), warmup_epochs=args.warmup,
+                         samples=args.samples, eval_size=args.eval_size, rounds=1,
+                         batch_size=args.search_batch, seed=args.seed, verbose=int(args.verbose))
+    ds = (tf.data.Dataset.from_tensor_slices((x[:half], y)).shuffle(half, seed=args.seed)
+          .repeat().batch(args.search_batch))
+    t = time.perf_counter()
+    supernet.fit(ds, epochs=args.search_epochs, steps_per_epoch=args.steps_per_epoch, verbose=0,
+                 callbacks=[search])
+    search_s = time.perf_counter() - t
+    geno = search.genotype()
+    sup_map = detection.evaluate(supernet, x[half:], b[half:], l[half:]).map50
+    print(f"[bdetnas] search {search_s:.0f} s, supernet mAP@0.5 {sup_map:.3f}\n  {geno}", flush=True)
+
+    def measure(model, name, extra):
+        keras.utils.set_random_seed(args.seed)
+        t = time.perf_counter()
+        detection.fit_detector(model, x, b, l, epochs=args.train_epochs, learning_rate=5e-3)
+        train_s = time.perf_counter() - t
+        km = detection.evaluate(model, xt, bt, lt)
+        res = tfcompress.convert(model, target="lce")
+        fm = detection.evaluate(res, xt, bt, lt)
+        lat = res.interpreter().latency(xt[:1], runs=20)
+        s = summary(model)
+        row = {"method": name, "params": int(model.count_params()),
+               "binary_op_ratio": s.totals["bops_share"], "train_seconds": train_s,
+               "keras_map50": km.map50, "lce_map50": fm.map50, "keras_map": km.map50_95,
+               "lce_map": fm.map50_95, "lce_bytes": res.size,
+               "lce_bconv": res.ops.count("LceBconv2d"), "lce_latency_ms": lat["median_ms"]}
+        row.update(extra)
+        print(f"  {name}: {row['params']} params, mAP@0.5 Keras {km.map50:.3f} / LCE {fm.map50:.3f}",
+              flush=True)
+        return row
+
+    keras.utils.set_random_seed(args.seed)
+    derived = space.derive(geno, num_cells=args.cells, channels=args.channels,
+                           input_shape=x.shape[1:], num_classes=10, head="detection")
+    rows = [measure(derived, "BDetNAS search -> derived detector",
+                    {"search_seconds": search_s, "supernet_map50": sup_map})]
+    best = None
+    for w in range(2, 65):
+        n = models.TinyYOLO(input_shape=x.shape[1:], num_classes=10, width=w,
+                            backbone="bireal").count_params()
+        if best is None or abs(n - rows[0]["params"]) < abs(best[1] - rows[0]["params"]):
+            best = (w, n)
+        if n > rows[0]["params"]:
+            break
+    keras.utils.set_random_seed(args.seed)
+    baseline_model = models.TinyYOLO(input_shape=x.shape[1:], num_classes=10, width=best[0],
+                                     backbone="bireal")
+    rows.append(measure(baseline_model, f"hand-made TinyYOLO, Bi-Real backbone (width {best[0]})", {}))
+    for r in rows:
+        r["params_vs_baseline"] = r["params"] / rows[-1]["params"]
+        r["map_vs_baseline"] = r["keras_map50"] - rows[-1]["keras_map50"]
+    columns = (("method", "method", "{}"), ("search_seconds", "search s", "{:.0f}"),
+               ("supernet_map50", "supernet mAP@.5 (arch split)", "{:.2%}"),
+               ("params", "params", "{:,}"), ("params_vs_baseline", "params / baseline", "{:.2f}"),
+               ("lce_bytes", "LCE KiB", "{:.1f}", 1 / 1024),
+               ("binary_op_ratio", "binary-op ratio (MACs)", "{:.1%}"),
+               ("train_seconds", "train s", "{:.0f}"),
+               ("keras_map50", "mAP@.5 Keras", "{:.2%}"), ("lce_map50", "mAP@.5 LCE", "{:.2%}"),
+               ("keras_map", "mAP@.5:.95 Keras", "{:.2%}"), ("lce_map", "mAP@.5:.95 LCE", "{:.2%}"),
+               ("lce_latency_ms", "LCE ms", "{:.2f}"),
+               ("map_vs_baseline", "mAP@.5 - baseline", "{:+.2%}"))
+    wall = time.perf_counter() - t0
+    meta = {
+        "dataset": f"multi-digit MNIST {args.canvas}x{args.canvas}, 1-3 digits of 10-16 px: "
+                   f"{len(x)} training canvases (MNIST-train digits, seed {args.seed}): search "
+                   f"weights on {half}, architecture and scoring on {len(x) - half}; both "
+                   f"detectors train on all {len(x)}; test: {len(xt)} canvases of MNIST-test "
+                   f"digits (seed {args.seed + 1})",
+        "search_space": make_space(args).get_config(),
+        "search_budget": f"{args.search_epochs} epochs x {args.steps_per_epoch} steps, batch "
+                         f"{args.search_batch}, warm-up {args.warmup}, {args.samples} sampled "
+                         f"sub-networks/epoch scored by mAP@0.5 on {args.eval_size} canvases",
+        "derived": f"num_cells={args.cells}, channels={args.channels}, TinyYOLO head; "
+                   f"fit_detector {args.train_epochs} epochs, Adam 5e-3 cosine",
+        "baseline": f"TinyYOLO(backbone='bireal', width={best[0]}), same training",
+        "mAP": "COCO 101-point (pycocotools), score threshold 0.001, class-wise NMS 0.5",
+        "latency": "LCE interpreter, batch 1, 1 thread, median of 20 runs",
+        "command": "python tools/bench_nas.py " + " ".join(sys.argv[1:]),
+        "seed": args.seed, "quick": bool(args.quick), "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "genotype": geno.to_dict(),
+    }
+    notes = ["BDetNAS is card B5's design proposal (no primary source): BNAS's search on a "
+             "binarized DARTS backbone under a TinyYOLO head, alpha trained on the YOLO loss, "
+             "sampled sub-networks scored by mAP@0.5.",
+             "One small budget on a 2-core CPU; compare the rows with each other."]
+    path = write_benchmark("nas_detection", rows, columns, meta, out_dir=args.out_dir,
+                           title="BDetNAS on multi-digit MNIST (searched binary detector vs a "
+                                 "hand-made binary TinyYOLO)", notes=notes)
     print(f"wrote {path} in {wall:.0f} s", flush=True)
     return rows
 
@@ -240,12 +355,22 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64, help="training batch of derived models")
     p.add_argument("--search-batch", type=int, default=32)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--task", default="classification", choices=("classification", "detection"),
+                   help="detection: BDetNAS on multi-digit MNIST (writes nas_detection.md)")
+    p.add_argument("--canvas", type=int, default=32, help="detection canvas side")
+    p.add_argument("--det-train", type=int, default=4000, help="detection training canvases")
+    p.add_argument("--det-test", type=int, default=500)
     args = p.parse_args(argv)
     if args.quick:
         args.train, args.test = 384, 128
         args.search_cells, args.nodes, args.search_epochs, args.steps_per_epoch = 2, 2, 2, 2
         args.warmup, args.samples, args.eval_size = 0, 1, 64
         args.cells, args.channels, args.train_epochs = 2, 8, 1
+        args.det_train, args.det_test = 128, 32
+    if args.task == "detection":
+        if args.quick:
+            args.search_cells = args.cells = 3      # two reductions: a stride-4 grid
+        return run_detection(args)
     return run(args)
 
 

@@ -29,3 +29,19 @@ def test_bench_nas_quick_runs(tmp_path):
     assert meta["seed"] == 0 and meta["quick"] and "cpu" in meta
     assert set(meta["genotypes"]) == {"darts", "bnas"}
     assert "binary-op ratio" in (tmp_path / "nas.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_nas_detection_quick_runs(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_nas.py"), "--quick",
+                        "--task", "detection", "--out-dir", str(tmp_path)], capture_output=True,
+                       text=True, timeout=1500, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((tmp_path / "nas_detection.json").read_text())
+    searched, baseline = data["rows"]
+    assert searched["method"].startswith("BDetNAS") and baseline["method"].startswith("hand-made")
+    for row in data["rows"]:
+        assert 0.0 <= row["lce_map50"] <= 1.0 and row["lce_bconv"] > 0 and row["params"] > 0
+    assert searched["search_seconds"] > 0 and 0.0 <= searched["supernet_map50"] <= 1.0
+    assert data["meta"]["genotype"]["meta"]["strategy"] == "BDetNAS"
+    assert "--task detection" in data["meta"]["command"]

@@ -210,7 +210,7 @@ class BDetNAS(BNAS):
         space = nas.DartsSpace(num_cells=3, channels=8, ops="binary", partial_channels=2)
         supernet = space.build((64, 64, 1), 10, head="detection")
         x, boxes, labels = detection.multi_mnist(4000, split="train")
-        grid = supernet.output_shape[1:3]
+        grid = (64 // space.grid_stride(),) * 2            # (16, 16): two reduction cells
         y = detection.encode_targets(boxes[:2000], labels[:2000], input_shape=(64, 64),
                                      grid_shape=grid, num_classes=10)
         search = nas.BDetNAS(space, (x[2000:], boxes[2000:], labels[2000:]))
