@@ -1,11 +1,14 @@
 """Test setup: Keras 2 before TensorFlow loads, real data from TFCOMPRESS_DATA, fixed seeds."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+_SHARED = ROOT.parent / "shared" / "data"
 if "TFCOMPRESS_DATA" not in os.environ and _SHARED.is_dir():
     os.environ["TFCOMPRESS_DATA"] = str(_SHARED)
 
@@ -42,3 +45,19 @@ def mnist_small(mnist):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_script():
+    """``run_script("tools/bench_x.py", *args, timeout=...)``: run a repository script in a fresh
+    Python process (real CLI, real imports); fails with the tail of its output unless it exits
+    0; returns its stdout."""
+
+    def run(relpath, *args, timeout=1500, cwd=None):
+        r = subprocess.run([sys.executable, str(ROOT / relpath), *map(str, args)],
+                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        return r.stdout
+
+    return run

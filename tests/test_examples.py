@@ -2,23 +2,12 @@
 are in each script's docstring)."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_example(name, *args, cwd=None):
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / name), *map(str, args)],
-                       capture_output=True, text=True, timeout=900, cwd=cwd,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return r.stdout
 
 
 def test_every_example_is_covered():
@@ -28,16 +17,16 @@ def test_every_example_is_covered():
 
 
 @pytest.mark.slow
-def test_fsdd_wavenet_example(tmp_path):
-    out = run_example("fsdd_wavenet.py", "--epochs", 1, "--channels", 8, "--train-recordings", 64,
+def test_fsdd_wavenet_example(tmp_path, run_script):
+    out = run_script("examples/fsdd_wavenet.py", "--epochs", 1, "--channels", 8, "--train-recordings", 64,
                       "--test-recordings", 20, "--variants", "bireal", "pcnn")
     assert "FSDD: 64 train / 20 test recordings" in out
     assert len(re.findall(r"(bireal|pcnn): trained 1 epochs", out)) == 2
 
 
 @pytest.mark.slow
-def test_multi_mnist_qyolo_example():
-    out = run_example("multi_mnist_qyolo.py", "--train-images", 64, "--test-images", 16,
+def test_multi_mnist_qyolo_example(run_script):
+    out = run_script("examples/multi_mnist_qyolo.py", "--train-images", 64, "--test-images", 16,
                       "--epochs", 1, "--width", 4, "--calibration-images", 16,
                       "--binary-backbone", "asda")
     for method in ("unilateral_histogram", "minmax", "percentile"):
@@ -46,16 +35,16 @@ def test_multi_mnist_qyolo_example():
 
 
 @pytest.mark.slow
-def test_cifar10_binary_zoo_example():
-    out = run_example("cifar10_binary_zoo.py", "--models", "BiRealNet", "--width", 4,
+def test_cifar10_binary_zoo_example(run_script):
+    out = run_script("examples/cifar10_binary_zoo.py", "--models", "BiRealNet", "--width", 4,
                       "--train-images", 128, "--test-images", 64, "--epochs", 1)
     assert "CIFAR-10: 128 train / 64 test images" in out
     assert re.search(r"BiRealNet: [\d,]+ parameters, trained in", out), out
 
 
 @pytest.mark.slow
-def test_cifar10_bnas_example(tmp_path):
-    run_example("cifar10_bnas.py", "--train-images", 128, "--test-images", 32,
+def test_cifar10_bnas_example(tmp_path, run_script):
+    run_script("examples/cifar10_bnas.py", "--train-images", 128, "--test-images", 32,
                 "--search-epochs", 2, "--epochs", 1, "--out", tmp_path / "out")
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["genotype"]["meta"]["strategy"] == "BNAS"

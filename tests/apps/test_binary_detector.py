@@ -40,3 +40,20 @@ def test_binary_backbone_trains_and_converts_with_lce(backbone, tmp_path):
     assert np.abs(raw - keras_raw).max() <= 1e-3
     lce_map = D.evaluate(res, images, boxes, labels).map50_95
     assert lce_map == pytest.approx(D.evaluate(model, images, boxes, labels).map50_95, abs=0.01)
+
+
+def test_evaluate_refuses_images_the_detector_cannot_take():
+    model = TinyYOLO(input_shape=(64, 64, 1), num_classes=10, width=4)
+    boxes, labels = [np.array([[1.0, 1.0, 9.0, 9.0]])], [np.array([3])]
+    with pytest.raises(ValueError, match=r"takes images of shape \(64, 64, 1\).*\(32, 32, 1\)"):
+        D.evaluate(model, np.zeros((1, 32, 32, 1), np.float32), boxes, labels)
+    with pytest.raises(ValueError, match="NaN"):
+        D.evaluate(model, np.full((1, 64, 64, 1), np.nan, np.float32), boxes, labels)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        D.evaluate(model, np.zeros((64, 64, 1), np.float32), boxes, labels)
+    with pytest.raises(ValueError, match="1 images but 2 box lists"):
+        D.evaluate(model, np.zeros((1, 64, 64, 1), np.float32), boxes * 2, labels * 2)
+    # an image without objects is documented handling: its detections count as false positives
+    m = D.evaluate(model, np.zeros((2, 64, 64, 1), np.float32), boxes + [np.zeros((0, 4))],
+                   labels + [np.zeros(0, int)])
+    assert m.num_images == 2 and m.num_ground_truth == 1

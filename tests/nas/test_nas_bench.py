@@ -1,22 +1,13 @@
 """tools/bench_nas.py --quick runs end to end (search, derive, train, LCE) and writes its record."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_bench_nas_quick_runs(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_nas.py"), "--quick",
-                        "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=1500,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_bench_nas_quick_runs(tmp_path, run_script):
+    run_script("tools/bench_nas.py", "--quick", "--out-dir", str(tmp_path), timeout=1500)
     data = json.loads((tmp_path / "nas.json").read_text())
     assert [row["kind"] for row in data["rows"]] == ["darts", "bnas", "baseline"]
     for row in data["rows"]:
@@ -32,11 +23,8 @@ def test_bench_nas_quick_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_nas_detection_quick_runs(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_nas.py"), "--quick",
-                        "--task", "detection", "--out-dir", str(tmp_path)], capture_output=True,
-                       text=True, timeout=1500, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_bench_nas_detection_quick_runs(tmp_path, run_script):
+    run_script("tools/bench_nas.py", "--quick", "--task", "detection", "--out-dir", str(tmp_path), timeout=1500)
     data = json.loads((tmp_path / "nas_detection.json").read_text())
     searched, baseline = data["rows"]
     assert searched["method"].startswith("BDetNAS") and baseline["method"].startswith("hand-made")

@@ -1,20 +1,11 @@
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_bench_compression_quick_runs(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_compression.py"), "--quick",
-                        "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=900,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_bench_compression_quick_runs(tmp_path, run_script):
+    run_script("tools/bench_compression.py", "--quick", "--out-dir", str(tmp_path), timeout=900)
     data = json.loads((tmp_path / "compression.json").read_text())
     experiments = [row["experiment"] for row in data["rows"]]
     assert experiments == ["baseline"] + ["mixed precision"] * 3 + ["distillation"] * 2 + ["low-rank"]

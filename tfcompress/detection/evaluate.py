@@ -22,7 +22,16 @@ def raw_outputs(detector, images, *, batch_size=64):
     images = np.asarray(images, np.float32)
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
+    if len(images) == 0:
+        raise ValueError("images is empty; give at least one image.")
+    if not np.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values.")
     if isinstance(detector, keras.Model):
+        want = tuple(detector.input_shape[1:])
+        if len(want) != 3 or any(w is not None and w != g for w, g in zip(want, images.shape[1:])):
+            raise ValueError(f"The detector takes images of shape {want} (H, W, C); got images "
+                             f"of shape {images.shape[1:]}. Resize or pad them to the model's "
+                             "input (box coordinates are in input pixels).")
         return np.asarray(detector.predict(images, batch_size=batch_size, verbose=0))
     if isinstance(detector, ConversionResult):
         detector = detector.interpreter()
@@ -65,6 +74,9 @@ def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_thre
     Returns:
         :class:`~tfcompress.detection.metrics.DetectionMetrics`.
     """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
     if len(images) != len(boxes):
         raise ValueError(f"{len(images)} images but {len(boxes)} box lists.")
     dets = detect(detector, images, score_threshold=score_threshold, iou_threshold=iou_threshold,
