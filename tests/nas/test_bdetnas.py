@@ -116,3 +116,13 @@ def test_classifier_strategies_refuse_a_detection_supernet():
     search = BDetNAS(space, (xv, bv, lv))
     with pytest.raises(ValueError, match="head='detection'"):
         search.set_model(classifier_net)
+
+
+def test_detection_evaluate_runs_a_supernet_and_checks_its_input_size():
+    _, (xv, bv, lv) = canvases()
+    space = det_space()
+    net = space.build((32, 32, 1), 10, head="detection")
+    m = detection.evaluate(net, xv, bv, lv)
+    assert 0.0 <= m.map50 <= 1.0 and m.num_images == len(xv)
+    with pytest.raises(ValueError, match=r"takes images of shape \(32, 32, 1\)"):
+        detection.evaluate(net, np.zeros((1, 64, 64, 1), np.float32), bv[:1], lv[:1])

@@ -27,8 +27,9 @@ def raw_outputs(detector, images, *, batch_size=64):
     if not np.isfinite(images).all():
         raise ValueError("images contain NaN or infinite values.")
     if isinstance(detector, keras.Model):
-        want = tuple(detector.input_shape[1:])
-        if len(want) != 3 or any(w is not None and w != g for w, g in zip(want, images.shape[1:])):
+        want = _input_shape(detector)
+        if want is not None and (len(want) != 3 or any(
+                w is not None and w != g for w, g in zip(want, images.shape[1:]))):
             raise ValueError(f"The detector takes images of shape {want} (H, W, C); got images "
                              f"of shape {images.shape[1:]}. Resize or pad them to the model's "
                              "input (box coordinates are in input pixels).")
@@ -44,6 +45,16 @@ def raw_outputs(detector, images, *, batch_size=64):
         return np.asarray(detector(images))
     raise TypeError(f"Cannot run a detector of type {type(detector).__name__}; pass a Keras model, "
                     "a ConversionResult, flatbuffer bytes/path, an Interpreter or a callable.")
+
+
+def _input_shape(model):
+    """``(H, W, C)`` a Keras model takes (None if it cannot tell, e.g. an uncalled subclass;
+    a NAS supernet records it as ``image_shape``)."""
+    try:
+        return tuple(model.input_shape[1:])
+    except AttributeError:
+        shape = getattr(model, "image_shape", None)
+        return tuple(shape) if shape is not None else None
 
 
 def detect(detector, images, *, score_threshold=0.01, iou_threshold=0.5, max_detections=100,
