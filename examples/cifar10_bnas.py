@@ -47,6 +47,8 @@ def main(argv=None):
     p.add_argument("--test-images", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=16, choices=(16, 32))
     p.add_argument("--search-epochs", type=int, default=20)
+    p.add_argument("--search-cells", type=int, default=3, help="cells of the supernet")
+    p.add_argument("--nodes", type=int, default=3, help="intermediate nodes per cell (DARTS: 4)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs of the derived network")
     p.add_argument("--out", default="bnas_out")
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +57,8 @@ def main(argv=None):
     tfcompress._keras.keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = load(args.train_images, args.test_images, args.image_size, args.seed)
     half = len(x) // 2
-    space = nas.DartsSpace(num_cells=3, channels=8, ops="binary", nodes=3, partial_channels=2)
+    space = nas.DartsSpace(num_cells=args.search_cells, channels=8, ops="binary",
+                           nodes=args.nodes, partial_channels=2)
     supernet = space.build(x.shape[1:], 10)
     kwargs = dict(batch_size=32, seed=args.seed, verbose=1)
     if args.strategy in ("bnas", "pcdarts", "idarts"):

@@ -45,7 +45,7 @@ def test_cifar10_binary_zoo_example(run_script):
 @pytest.mark.slow
 def test_cifar10_bnas_example(tmp_path, run_script):
     run_script("examples/cifar10_bnas.py", "--train-images", 128, "--test-images", 32,
-                "--search-epochs", 2, "--epochs", 1, "--out", tmp_path / "out")
+                "--search-epochs", 2, "--search-cells", 2, "--nodes", 2, "--epochs", 1, "--out", tmp_path / "out")
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["genotype"]["meta"]["strategy"] == "BNAS"
     assert result["agreement"] >= 0.95 and result["lce_bytes"] > 0

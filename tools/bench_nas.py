@@ -366,7 +366,7 @@ def main(argv=None):
         args.search_cells, args.nodes, args.search_epochs, args.steps_per_epoch = 2, 2, 2, 2
         args.warmup, args.samples, args.eval_size = 0, 1, 64
         args.cells, args.channels, args.train_epochs = 2, 8, 1
-        args.det_train, args.det_test = 128, 32
+        args.det_train, args.det_test = 64, 16
     if args.task == "detection":
         if args.quick:
             args.search_cells = args.cells = 3      # two reductions: a stride-4 grid
