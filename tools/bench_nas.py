@@ -17,6 +17,7 @@ derived networks train on the 10000 images.
     python tools/bench_nas.py                 # full budget (about 35 minutes on 2 cores)
     python tools/bench_nas.py --quick         # smoke run (a few minutes)
     python tools/bench_nas.py --task detection   # BDetNAS on multi-digit MNIST (~20 min)
+    python tools/bench_nas.py --methods pcdarts,abanditnas,evolution --name nas_others
 """
 
 import argparse
@@ -210,9 +211,10 @@ def run(args):
         "One small search budget on a 2-core CPU: absolute accuracies are far below the papers' "
         "(600-epoch, 20-cell evaluation on 32x32 images); compare the rows with each other.",
     ]
-    path = write_benchmark("nas", rows, columns, meta, out_dir=args.out_dir,
-                           title="Binary architecture search on CIFAR-10 (DARTS vs BNAS vs a "
-                                 "hand-made binary CNN)", notes=notes)
+    path = write_benchmark(args.name, rows, columns, meta, out_dir=args.out_dir,
+                           title="Binary architecture search on CIFAR-10 ("
+                                 + " vs ".join(r["method"].split(" search")[0] for r in rows[:-1])
+                                 + " vs a hand-made binary CNN)", notes=notes)
     print(f"wrote {path} in {wall:.0f} s", flush=True)
     return rows
 
@@ -335,6 +337,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run (tiny budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="benchmarks")
+    p.add_argument("--name", default="nas", help="table file name (classification task)")
     p.add_argument("--methods", default="darts,bnas",
                    help="comma list of darts, pcdarts, idarts, bnas, abanditnas, evolution")
     p.add_argument("--train", type=int, default=10000)
