@@ -21,6 +21,7 @@ Not implemented from the paper: the optional center loss, and separate learning 
 """
 
 from tfcompress._keras import keras, tf
+from tfcompress.layers.quant import pad_same
 from tfcompress.quantizers.base import hard_sign
 
 BINARY, TERNARY = 1, 0
@@ -116,15 +117,7 @@ class PCNNConv2D(keras.layers.Layer):
             x = lq.quantizers.ste_sign(x)
         padding = self.padding.upper()
         if self.padding == "same" and self.binarize_input:
-            kh, kw = self.kernel_size
-            dh, dw = self.dilation_rate
-            sh, sw = self.strides
-            in_h, in_w = x.shape[1], x.shape[2]
-            out_h, out_w = -(-in_h // sh), -(-in_w // sw)
-            ph = max((out_h - 1) * sh + (kh - 1) * dh + 1 - in_h, 0)
-            pw = max((out_w - 1) * sw + (kw - 1) * dw + 1 - in_w, 0)
-            x = tf.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
-                       constant_values=1.0)
+            x = pad_same(x, self.kernel_size, self.strides, self.dilation_rate, 1.0)
             padding = "VALID"
         kernels = self.projected_kernels()
         self._last_kernels = kernels   # read by PCNNTrainer inside the same traced step

@@ -18,9 +18,31 @@ import larq as lq
 import tensorflow_model_optimization as tfmot
 
 from tfcompress import quantizers
+from tfcompress._keras import tf
 
 _QUANTIZER_ARGS = ("input_quantizer", "kernel_quantizer", "depthwise_quantizer",
                    "pointwise_quantizer")
+
+
+def pad_same(x, kernel_size, strides, dilation_rate, value):
+    """Pad ``x`` (NHWC) as ``padding="same"`` would, with the constant ``value`` (larq's
+    ``pad_values``: 1.0 keeps a binarized border at +1); convolve with ``"VALID"`` after it."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation_rate
+    in_h, in_w = x.shape[1], x.shape[2]
+    out_h, out_w = -(-in_h // sh), -(-in_w // sw)
+    ph = max((out_h - 1) * sh + (kh - 1) * dh + 1 - in_h, 0)
+    pw = max((out_w - 1) * sw + (kw - 1) * dw + 1 - in_w, 0)
+    return tf.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
+                  constant_values=value)
+
+
+def binary_kernel_precisions(input_quantizer):
+    """``tfcompress_precisions()`` of a layer with a 1-bit kernel and an optional input
+    quantizer (1 bit unless the quantizer says otherwise)."""
+    bits = {"kernel": 1}
+    if input_quantizer is not None:
+        bits["input"] = getattr(input_quantizer, "precision", 1) or 1
+    return bits
 
 
 def resolve_quantizers(base, defaults=None):

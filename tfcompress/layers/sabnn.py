@@ -24,7 +24,9 @@ The sign of ``w`` carries a custom gradient ``tau_{s(w)}/a 1{|w| <= 1}`` so the 
 import larq as lq
 
 from tfcompress._keras import keras, tf
-from tfcompress.layers.quant import QuantConv2D, add_param as _add_param, resolve_quantizers
+from tfcompress.layers.quant import (
+    QuantConv2D, add_param as _add_param, binary_kernel_precisions, pad_same, resolve_quantizers,
+)
 
 
 @tf.custom_gradient
@@ -71,17 +73,7 @@ class SAConv2D(QuantConv2D):
             x = self.input_quantizer(x)
         if self.padding == "same" and self.pad_values != 0.0:
             # larq-style constant padding so the binary input stays +-1 at the border.
-            kh, kw = self.kernel_size
-            dh, dw = self.dilation_rate
-            ph, pw = (kh - 1) * dh, (kw - 1) * dw
-            sh, sw = self.strides
-            in_h, in_w = x.shape[1], x.shape[2]
-            if sh > 1 or sw > 1:
-                out_h, out_w = -(-in_h // sh), -(-in_w // sw)
-                ph = max((out_h - 1) * sh + (kh - 1) * dh + 1 - in_h, 0)
-                pw = max((out_w - 1) * sw + (kw - 1) * dw + 1 - in_w, 0)
-            x = tf.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
-                       constant_values=self.pad_values)
+            x = pad_same(x, self.kernel_size, self.strides, self.dilation_rate, self.pad_values)
             padding = "VALID"
         else:
             padding = self.padding.upper()
@@ -103,10 +95,7 @@ class SAConv2D(QuantConv2D):
         return outputs
 
     def tfcompress_precisions(self):
-        bits = {"kernel": 1}
-        if self.input_quantizer is not None:
-            bits["input"] = getattr(self.input_quantizer, "precision", 1) or 1
-        return bits
+        return binary_kernel_precisions(self.input_quantizer)
 
     def effective_kernel(self):
         """``w_hat = tau_{s(w)} sign(w)``, the binary-valued kernel the layer applies."""

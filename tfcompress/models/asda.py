@@ -28,7 +28,9 @@ import inspect
 import larq as lq
 
 from tfcompress._keras import keras, tf
-from tfcompress.layers.quant import QuantConv2D, add_param as _add_param, resolve_quantizers
+from tfcompress.layers.quant import (
+    QuantConv2D, add_param as _add_param, binary_kernel_precisions, pad_same, resolve_quantizers,
+)
 from tfcompress.models._common import (
     check_int, classifier_head, per_conv_shortcut_body, resnet_stem, resolve_image_args,
 )
@@ -91,15 +93,7 @@ class ASDAConv2D(QuantConv2D):
             x = self.input_quantizer(x)
         padding = self.padding.upper()
         if self.padding == "same" and self.pad_values != 0.0:
-            kh, kw = self.kernel_size
-            dh, dw = self.dilation_rate
-            sh, sw = self.strides
-            in_h, in_w = x.shape[1], x.shape[2]
-            out_h, out_w = -(-in_h // sh), -(-in_w // sw)
-            ph = max((out_h - 1) * sh + (kh - 1) * dh + 1 - in_h, 0)
-            pw = max((out_w - 1) * sw + (kw - 1) * dw + 1 - in_w, 0)
-            x = tf.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
-                       constant_values=self.pad_values)
+            x = pad_same(x, self.kernel_size, self.strides, self.dilation_rate, self.pad_values)
             padding = "VALID"
         outputs = tf.nn.conv2d(x, self.binary_kernel(), strides=self.strides, padding=padding,
                                dilations=self.dilation_rate)
@@ -110,10 +104,7 @@ class ASDAConv2D(QuantConv2D):
         return outputs
 
     def tfcompress_precisions(self):
-        bits = {"kernel": 1}
-        if self.input_quantizer is not None:
-            bits["input"] = getattr(self.input_quantizer, "precision", 1) or 1
-        return bits
+        return binary_kernel_precisions(self.input_quantizer)
 
     def get_config(self):
         return {**super().get_config(), "suppression": self.suppression,

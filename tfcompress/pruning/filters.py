@@ -128,7 +128,8 @@ class Criterion:
     soft = False
 
     def scores(self, pruner, owner):
-        raise NotImplementedError
+        """``(filters,)`` importance of ``owner``'s filters; every criterion defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define scores(pruner, owner).")
 
     def on_batch_begin(self, pruner, step):
         pass
