@@ -3,12 +3,15 @@ as TFLite / Larq Compute Engine / TFLite Micro / Edge TPU files.
 
 Importing tfcompress selects Keras 2 (``tf_keras``), which larq and TF-MOT need: it sets
 ``TF_USE_LEGACY_KERAS=1`` before TensorFlow resolves ``tf.keras``, and raises
-:class:`KerasVersionError` if Keras 3 is already active.
+:class:`KerasVersionError` if Keras 3 is already active. It also makes a relative
+``TFCOMPRESS_DATA`` absolute (against the working directory at import), so the data stay
+found after the process changes directory.
 """
 
-from tfcompress._env import KerasVersionError, select_keras2
+from tfcompress._env import KerasVersionError, resolve_data_env, select_keras2
 
 select_keras2()
+resolve_data_env()
 
 from tfcompress import (  # noqa: E402
     audio, data, detection, distill, layers, lowrank, mixed_precision, models, nas, optimizers,

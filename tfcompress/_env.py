@@ -56,3 +56,22 @@ def select_keras2():
                 f"({module}) before tfcompress was imported. tfcompress, larq and TF-MOT need "
                 f"Keras 2 (tf_keras). {_FIX}"
             )
+
+
+def resolve_data_env():
+    """Make a relative ``TFCOMPRESS_DATA`` absolute, against the working directory of now.
+
+    A user writes ``TFCOMPRESS_DATA=../shared/data python script.py``: the path is meant
+    relative to the directory the command was typed in. Once the process (a notebook, a test
+    runner, a script) changes directory, or starts a subprocess elsewhere, a relative value would
+    point somewhere else. ``import tfcompress`` therefore rewrites the variable once, in this
+    process's environment (which child processes inherit), to the absolute path. A value that is
+    already absolute, or empty, is left as it is. Returns the value in effect.
+    """
+    value = os.environ.get("TFCOMPRESS_DATA")
+    if not value:
+        return value
+    expanded = os.path.expanduser(value)
+    if not os.path.isabs(expanded):
+        os.environ["TFCOMPRESS_DATA"] = os.path.abspath(expanded)
+    return os.environ["TFCOMPRESS_DATA"]
