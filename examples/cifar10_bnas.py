@@ -54,7 +54,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    tfcompress._keras.keras.utils.set_random_seed(args.seed)
+    tfcompress.keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = load(args.train_images, args.test_images, args.image_size, args.seed)
     half = len(x) // 2
     space = nas.DartsSpace(num_cells=args.search_cells, channels=8, ops="binary",

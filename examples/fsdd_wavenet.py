@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from tfcompress import audio, layers, models  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 
 VARIANTS = {"float": None, "bireal": "bireal", "pcnn": "pcnn"}
 

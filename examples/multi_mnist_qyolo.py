@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tfcompress  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from tfcompress import detection  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 from tfcompress.models import TinyYOLO  # noqa: E402
 
 

@@ -25,6 +25,9 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+    # global Keras settings a test may have changed must not leak into the next one
+    keras.backend.set_floatx("float32")
+    keras.mixed_precision.set_global_policy(None)
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +64,4 @@ def run_script():
         return r.stdout
 
     return run
+

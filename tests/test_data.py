@@ -34,15 +34,19 @@ def test_mnist_real_files(mnist):
     assert x.max() == 255 and x.min() == 0
 
 
-def test_cifar10_real_files_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TFCOMPRESS_CACHE", str(tmp_path))
+def test_cifar10_real_files_and_cache():
+    # The user cache, shared with the other CIFAR-10 tests (one decode per CI run); the cache
+    # logic itself is tested on a small archive in tests/bad_inputs/test_data_order.py.
+    from tfcompress.data.loaders import cifar10_cache_path
+
     (x, y), (xt, yt) = load("cifar10")
     assert x.shape == (50000, 32, 32, 3) and x.dtype == np.uint8
     assert xt.shape == (10000, 32, 32, 3) and yt.dtype == np.uint8
     assert np.bincount(y).tolist() == [5000] * 10
     assert np.bincount(yt).tolist() == [1000] * 10
-    cached = list(tmp_path.glob("cifar10-*.npz"))
-    assert len(cached) == 1
+    folder, fileset = find_dataset_dir("cifar10")
+    if fileset != ("cifar-10-batches-py",):
+        assert cifar10_cache_path(folder / fileset[0]).is_file()
     (x2, y2), (xt2, yt2) = load("cifar10")        # second load comes from the cache
     np.testing.assert_array_equal(x2, x)
     np.testing.assert_array_equal(yt2, yt)

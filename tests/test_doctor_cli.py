@@ -14,6 +14,11 @@ def test_doctor_all_ok(capsys):
                  "ai-edge-litert runs int8 TFLite", "LCE interpreter runs LCE models",
                  "tflite-micro runs int8 models", "data: mnist"):
         assert names[must] == "ok", (must, report)
+    details = {c["check"]: c["detail"] for c in report["checks"]}
+    assert details["LCE interpreter runs LCE models"].endswith("(lce)")   # not auto's pick
+    from tfcompress import _kernels
+
+    assert names["runtime='auto' for LCE files"] == ("ok" if _kernels.available() else "warn")
 
 
 def test_doctor_fails_without_data_when_required(tmp_path, monkeypatch, capsys):
@@ -30,4 +35,4 @@ def test_cli_entry_point_runs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tfcompress.cli", "verify", str(tmp_path / "x.tflite"),
                         "--data", "mnist", "--limit", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
-    assert "does not exist" in r.stderr
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -32,6 +32,13 @@ def test_signature_equals_larq(ours, theirs):
     (L.XNORConv2D, keras.layers.Conv2D, {"kernel_constraint"}, {"input_scaling"}),
     (L.XNORDense, keras.layers.Dense, {"kernel_constraint"}, {"input_scaling"}),
     (L.SAConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, {"tau_init", "tau_floor"}),
+    (L.PCNNConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"},
+     {"projections", "binarize_input", "mode"}),
+    (L.RBConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, set()),
+    (L.BONNConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, set()),
+    (L.ASDAConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"},
+     {"suppression", "amplitude_decay"}),
+    (L.DAConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, {"reduction"}),
 ])
 def test_method_layers_keep_keras_signature(cls, base, changed, new):
     ours = inspect.signature(cls).parameters
@@ -147,6 +154,29 @@ def test_pcnn_projection_and_progressive_mode():
         L.PCNNConv2D(6, 3, projections=4)
 
 
+def test_pcnn_takes_conv2d_signature():
+    import inspect
+
+    conv = list(inspect.signature(keras.layers.Conv2D.__init__).parameters)
+    pcnn = list(inspect.signature(L.PCNNConv2D.__init__).parameters)
+    assert pcnn[:len(conv) - 1] == conv[:-1]                 # every Conv2D argument, in order
+    assert {"projections", "binarize_input", "mode"} <= set(pcnn)
+    layer = L.PCNNConv2D(4, 3, use_bias=True, activation="relu", bias_initializer="ones",
+                         kernel_regularizer=keras.regularizers.l2(0.1), projections=2)
+    x = _x((2, 6, 6, 3))
+    y = layer(x).numpy()
+    # Reference: the same projected kernels applied by a plain conv, + bias, relu.
+    kernel = tf.concat(layer.projected_kernels(), axis=-1)
+    ref = tf.nn.relu(tf.nn.conv2d(np.sign(x) + (x == 0), kernel, 1, "VALID") + 1.0).numpy()
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    assert len(layer.losses) == 1 and float(layer.losses[0]) > 0
+    again = L.PCNNConv2D.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    for bad, match in (({"groups": 2}, "groups=1"), ({"data_format": "channels_first"}, "channels_last")):
+        with pytest.raises(ValueError, match=match):
+            L.PCNNConv2D(4, 3, **bad)
+
+
 def test_pcnn_projection_loss_gradient_matches_book():
     layer = L.PCNNConv2D(4, 3, projections=2)
     inp = keras.Input((6, 6, 3))
@@ -194,6 +224,12 @@ BINARY_LAYERS = {
     "XNORConv2D": lambda: L.XNORConv2D(32, 3, use_bias=False),
     "SAConv2D": lambda: L.SAConv2D(32, 3, padding="same"),
     "PCNNConv2D": lambda: L.PCNNConv2D(32, 3, projections=2, padding="same"),
+    "PCNNConv2D bias": lambda: L.PCNNConv2D(32, 3, projections=2, padding="same", use_bias=True,
+                                            bias_initializer="random_normal"),
+    "RBConv2D": lambda: L.RBConv2D(32, 3, padding="same"),
+    "BONNConv2D": lambda: L.BONNConv2D(32, 3, padding="same"),
+    "ASDAConv2D": lambda: L.ASDAConv2D(32, 3, padding="same"),
+    "DAConv2D": lambda: L.DAConv2D(32, 3, padding="same", reduction=4),
     "RSign conv": lambda: L.QuantConv2D(32, 3, input_quantizer="rsign", kernel_quantizer="ste_sign",
                                         kernel_constraint="weight_clip", use_bias=False),
 }
@@ -208,7 +244,7 @@ def test_binary_layer_converts_with_lce_and_matches(name, tmp_path):
     model = keras.Model(inp, out)
     rng = np.random.default_rng(1)
     for w in model.weights:                                   # non-trivial scales/thresholds
-        if any(k in w.name for k in ("tau", "projection", "alpha")):
+        if any(k in w.name for k in ("tau", "projection", "alpha", "scale", "amplitude", "/w:")):
             w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32) * (1 if "alpha" not in w.name else 0.2))
     x = rng.normal(size=(6, 10, 10, 16)).astype(np.float32)
     res = tfcompress.convert(model, target="lce")
@@ -255,3 +291,88 @@ def test_bop_flips_binary_kernels_and_flip_ratio_metric():
     k = model.layers[0].kernel.numpy()
     assert set(np.unique(k)) <= {-1.0, 1.0} and (k == -1).any()   # binary weights, some flipped
     assert any("flip_ratio" in key for key in hist.history)
+
+
+# ---------------------------------------------------------------- centre loss (PCNN, issue 17)
+def _center_reference(f, y, c, gamma, alpha):
+    """numpy: Wen et al. 2016 centre loss (batch mean), its feature gradient and the update."""
+    b = len(f)
+    diff = f - c[y]
+    loss = 0.5 * gamma * (diff ** 2).sum(1).mean()
+    grad = gamma / b * diff
+    new = c.copy()
+    for j in range(len(c)):
+        sel = y == j
+        new[j] = c[j] - alpha * (sel.sum() * c[j] - f[sel].sum(0)) / (1.0 + sel.sum())
+    return loss, grad, new
+
+
+def test_center_loss_value_gradient_and_update_match_numpy():
+    from tfcompress.losses import CenterLoss
+
+    f, y = _x((7, 5), 1), np.array([0, 2, 2, 1, 0, 2, 0])
+    layer = CenterLoss(4, weight=0.3, alpha=0.5)
+    layer([f, y])
+    c0 = _x((4, 5), 2)
+    layer.centers.assign(c0)
+    ft = tf.constant(f)
+    with tf.GradientTape() as tape:
+        tape.watch(ft)
+        loss = layer([ft, y[:, None]])                  # (B, 1) labels work too
+    loss_ref, grad_ref, new_ref = _center_reference(f, y, c0, 0.3, 0.5)
+    np.testing.assert_allclose(float(loss), loss_ref, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss, ft).numpy(), grad_ref, rtol=1e-5, atol=1e-7)
+    assert not layer.trainable_weights                 # centres move by the rule, not by SGD
+    layer.update_centers(f, np.eye(4, dtype=np.float32)[y])    # one-hot labels
+    np.testing.assert_allclose(layer.centers.numpy(), new_ref, rtol=1e-5, atol=1e-6)
+    assert np.allclose(layer.centers.numpy()[3], c0[3])        # class 3 absent: unchanged
+    for bad in ({"num_classes": 1}, {"num_classes": 3, "alpha": 1.5},
+                {"num_classes": 3, "weight": -1.0}):
+        with pytest.raises(ValueError):
+            CenterLoss(**bad)
+
+
+def test_pcnn_trainer_center_loss_gradient_and_centres():
+    """One SGD step of PCNNTrainer(center_weight=g): the weights move by the gradient of
+    L_S + L_P + L_C computed here by hand, and the centres by Wen et al.'s rule."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6, 6, 2))
+    h = L.PCNNConv2D(4, 3, projections=2, binarize_input=False, name="pc")(inp)
+    feats = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="fc")(feats))
+    x, y = _x((8, 6, 6, 2), 4), np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    gamma, lr = 0.7, 0.1
+    trainer = L.PCNNTrainer(model, lam=1e-2, eta=0.1, center_weight=gamma, feature_layer="gap")
+    trainer.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
+    c0 = np.abs(_x((3, 4), 5))
+    trainer.center_loss([np.zeros((1, 4), np.float32), np.zeros((1,))])
+    trainer.center_loss.centers.assign(c0)
+    before = [v.numpy() for v in model.trainable_variables]
+    sub = keras.Model(inp, [model.output, feats])
+    layer = model.get_layer("pc")
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            p, f = sub(x, training=True)
+            ls = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p))
+            ks = layer._last_kernels
+        dk = inner.gradient(ls, ks)
+        lp = sum(0.5 * 1e-2 * tf.reduce_sum(tf.square(tf.stop_gradient(k) - layer.projection[j]
+                                                      * (layer.kernel + 0.1 * dk[j])))
+                 for j, k in enumerate(ks))
+        lc = 0.5 * gamma * tf.reduce_mean(tf.reduce_sum(tf.square(f - c0[y]), -1))
+        total = ls + lp + lc
+    grads = outer.gradient(total, model.trainable_variables)
+    f_np = f.numpy()
+    hist = trainer.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for v, b0, g in zip(model.trainable_variables, before, grads):
+        np.testing.assert_allclose(v.numpy(), np.clip(b0 - lr * g.numpy(), -1, 1)
+                                   if v is layer.kernel else b0 - lr * g.numpy(),
+                                   rtol=1e-4, atol=1e-5, err_msg=v.name)   # float32 sums
+    np.testing.assert_allclose(hist.history["center_loss"][0], float(lc), rtol=1e-4)
+    _, _, new_ref = _center_reference(f_np, y, c0, gamma, 0.5)
+    np.testing.assert_allclose(trainer.center_loss.centers.numpy(), new_ref, rtol=1e-4, atol=1e-6)
+    assert trainer.get_config()["center_weight"] == gamma
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        L.PCNNTrainer(model, center_weight=0.1, feature_layer="nope")
+    with pytest.raises(ValueError, match="center_weight"):
+        L.PCNNTrainer(model, center_weight=-1.0)

@@ -59,7 +59,24 @@ def test_ompq_plan_budget_apply_and_serialization(tmp_path):
         layer = q.get_layer(name)
         quant = getattr(layer, "kernel_quantizer", None) or layer.depthwise_quantizer
         assert quant.precision == bits, name
-    assert np.abs(q.predict(X, verbose=0) - model.predict(X, verbose=0)).max() < 0.5
+    # Reference: the float model with each planned kernel replaced by its LSQ grid computed in
+    # numpy from the trained step sizes, w_q = s * clip(round(w / s), -Q_n, Q_p), the same
+    # kernel layout (per output channel for Conv2D/Dense, per tensor for the depthwise kernel).
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    for name, bits in plan.bits.items():
+        layer = q.get_layer(name)
+        quant = getattr(layer, "kernel_quantizer", None) or layer.depthwise_quantizer
+        kernel = (layer.kernel if hasattr(layer, "kernel") else layer.depthwise_kernel).numpy()
+        s = np.asarray(quant.step.numpy(), np.float64)
+        q_n, q_p = quant.q_range
+        assert (q_n, q_p) == (2 ** (bits - 1), 2 ** (bits - 1) - 1)
+        w_q = s * np.clip(np.round(kernel / s), -q_n, q_p)
+        target = ref.get_layer(name)
+        target.set_weights([w_q.astype(np.float32)] + target.get_weights()[1:])
+        assert len(np.unique(w_q)) <= 2 ** bits * (kernel.shape[-1] if s.size > 1 else 1)
+    np.testing.assert_allclose(q.predict(X, verbose=0), ref.predict(X, verbose=0), atol=2e-6)
+    assert np.abs(q.predict(X, verbose=0) - model.predict(X, verbose=0)).max() > 1e-4  # quantized
     assert "c3" in plan.table() and plan.plot(tmp_path / "p.png").stat().st_size > 1000
 
 

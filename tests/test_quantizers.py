@@ -9,7 +9,8 @@ from tfcompress import quantizers as Q
 from tfcompress._keras import keras, tf
 
 ALIASES = sorted(Q.ALIASES)
-PER_CHANNEL = {"magnitude_aware_sign", "xnor_weight"}      # one scale per output channel
+# one scale per output channel
+PER_CHANNEL = {"magnitude_aware_sign", "xnor_weight", "rbcn_sign", "bonn_sign"}
 TERNARY = {"ste_tern", "trq"}
 
 
@@ -63,6 +64,10 @@ def ref_grad(alias, q, x, y):
     if alias == "xnor_weight":
         n = np.prod(x.shape[:-1])
         return np.abs(x).mean(axis=(0, 1, 2)) * _in(x) + 1.0 / n
+    if alias == "rbcn_sign":                       # C approx_sign(W), C per output channel
+        return q.scale.numpy() * np.maximum(0.0, 2 - 2 * np.abs(x))
+    if alias == "bonn_sign":                       # w ste_sign(k), w per output channel
+        return q.w.numpy() * _in(x, q.clip_value)
     if alias == "state_aware_sign":
         tau = np.where(x >= 0, q.tau_pos.numpy(), q.tau_neg.numpy())
         return tau * _in(x)

@@ -68,7 +68,7 @@ def test_corrupt_and_truncated_files(dense_model, tmp_path):
 
 def test_wrong_input_shape_and_nan(dense_model):
     it = Interpreter(tfcompress.convert(dense_model, target="float32").flatbuffer)
-    with pytest.raises(ValueError, match=r"expects shape \(1, 6\)"):
+    with pytest.raises(ValueError, match=r"has shape \(1, 6\); got an array of shape \(1, 5\)"):
         it.run(np.zeros((1, 5), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         it.predict(np.full((2, 6), np.nan, np.float32))
@@ -86,6 +86,12 @@ def test_lce_model_refused_by_litert():
     with pytest.raises(InterpreterError, match="runtime='lce'"):
         Interpreter(res.flatbuffer, runtime="litert")
     x = np.random.default_rng(1).uniform(-1, 1, (3, 6, 6, 32)).astype(np.float32)
-    rep = res.verify(x, latency_runs=3)
+    rep = res.verify(x, latency_runs=3, runtime="lce")
     assert rep.runtime == "lce" and rep.kernel == "indirect_bgemm"
     assert rep.max_abs_diff < 1e-4
+    # runtime="auto" (the default) runs LCE files in tfcompress's kernels when they are built.
+    from tfcompress import _kernels
+
+    auto = res.verify(x, latency_runs=3)
+    assert auto.runtime == ("tfcompress" if _kernels.available() else "lce")
+    assert auto.max_abs_diff < 1e-4

@@ -79,7 +79,8 @@ def _check_runtimes():
                 continue
         try:
             result = convert(model, **options)
-            runtime = "micro" if "micro" in name else ("tfcompress" if kernels else None)
+            runtime = ("micro" if "micro" in name else "tfcompress" if kernels
+                       else "lce" if "LCE interpreter" in name else None)
             kwargs = {"runtime": runtime} if runtime else {}
             rep = result.verify(data, latency_runs=0, **kwargs)
             tol = 0.1 if "int8" in name else 1e-4
@@ -90,6 +91,18 @@ def _check_runtimes():
         except Exception as err:
             status = "warn" if "micro" in name else "fail"
             yield name, status, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def _check_auto_runtime():
+    from tfcompress import _kernels
+
+    if _kernels.available():
+        yield ("runtime='auto' for LCE files", "ok",
+               f"tfcompress kernels ({_kernels.best_isa()}), LCE's interpreter as fallback")
+    else:
+        yield ("runtime='auto' for LCE files", "warn",
+               f"LCE's interpreter (slower on x86): tfcompress kernels "
+               f"{_kernels.unavailable_reason()}")
 
 
 def _check_keras():
@@ -124,7 +137,8 @@ def _check_data(require_data):
 
 def run_checks(require_data=False):
     checks = [("python", "ok", sys.version.split()[0])]
-    for group in (_check_versions(), _check_keras(), _check_runtimes(), _check_data(require_data)):
+    for group in (_check_versions(), _check_keras(), _check_runtimes(), _check_auto_runtime(),
+                  _check_data(require_data)):
         checks.extend(group)
     return checks
 

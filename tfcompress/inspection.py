@@ -16,6 +16,21 @@ _QUANTIZER_ATTRS = (
 )
 
 
+def check_tf_keras_model(model, where, error=TypeError):
+    """Raise ``error`` unless ``model`` is a tf_keras (Keras 2) ``Model``; the message names
+    ``where`` and, for a Keras 3 model, the way out."""
+    if isinstance(model, keras.Model):
+        return model
+    kind = type(model).__module__ + "." + type(model).__name__
+    hint = ""
+    if type(model).__module__.startswith("keras"):
+        hint = (" It is a Keras 3 model (`import keras`); tfcompress, larq and TF-MOT work on "
+                "Keras 2: build the model with `from tfcompress import keras` (import tfcompress "
+                "before TensorFlow/Keras), or rebuild it there and copy the weights "
+                "(model.get_weights()).")
+    raise error(f"{where} expects a tf_keras Model, got {kind}.{hint}")
+
+
 def quantizer_precision(quantizer):
     """Bit width declared by a quantizer (``None`` -> 32, float)."""
     if quantizer is None:

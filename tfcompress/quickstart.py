@@ -11,15 +11,27 @@ verified in the real interpreters.
   with Larq Compute Engine.
 
 Every file runs on the full MNIST test set (10,000 images) in its real interpreter
-(ai-edge-litert for TFLite, LCE's interpreter for LCE) and the job writes a table of Keras
-accuracy, interpreter accuracy, agreement, size and median single-thread latency as
-``results.md`` and ``results.json`` beside the three ``.tflite`` files.
+(ai-edge-litert for TFLite; for the binary file the runtime ``runtime="auto"`` picks:
+tfcompress's x86 kernels when they are built, else LCE's interpreter) and, in one extra row,
+the binary file again in LCE's interpreter, so the two binary runtimes stand side by side.
+The job writes a table of Keras accuracy, interpreter accuracy, agreement, size and median
+single-thread latency as ``results.md`` and ``results.json`` beside the three ``.tflite``
+files. Latencies are measured after all conversions, side by side (interleaved rounds, see
+:func:`tfcompress.runtime.latency_interleaved`), so the ratios between rows are fair even on
+a busy machine.
+
+Acceptance figures go into ``results.json`` as ``meta.checks`` (``{check, value, need}``,
+met when ``value >= need``) and are printed with PASS/FAIL: the binary model (in the runtime
+``auto`` picks) must be faster than the int8 model on this CPU (issue 18), and the float32
+file at least 20x larger than the binary one. Timing figures depend on the machine and its
+load: read them from a quiet machine.
 
 The dense head is written as a convolution over the whole 3x3 feature map (equivalent to
 Flatten + Dense) because LCE binarizes convolutions but not fully-connected layers.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +42,7 @@ from tfcompress.conversion import convert
 from tfcompress.data import load
 from tfcompress.data.preprocess import for_model
 from tfcompress.report import environment, markdown_table
+from tfcompress.runtime import Interpreter, auto_runtime, latency_interleaved
 
 FILTERS = (64, 128, 256, 256)
 
@@ -127,23 +140,35 @@ def run(out_dir="quickstart_out", *, epochs_float=2, epochs_binary=5, batch_size
     jobs = (
         ("float32", models["float"], dict(target="float32")),
         ("int8", models["float"], dict(target="int8", representative_data=calib)),
-        ("binary (LCE)", models["binary"], dict(target="lce")),
+        ("binary", models["binary"], dict(target="lce")),
     )
-    rows = []
+    rows, interpreters = [], []
     for name, model, options in jobs:
         log(f"converting {name}")
         result = convert(model, **options)
-        path = result.save(out / f"mnist_{name.split()[0]}.tflite")
-        log(f"verifying {path.name} in {result.runtime} on {len(x_test)} test images")
-        rep = result.verify(x_test, y_test, latency_runs=latency_runs, progress=bool(verbose))
-        rows.append({
-            "model": name, "file": path.name, "runtime": f"{rep.runtime} ({rep.kernel})",
-            "keras_accuracy": rep.keras_accuracy, "tflite_accuracy": rep.accuracy,
-            "agreement": rep.agreement, "max_abs_diff": rep.max_abs_diff,
-            "size_bytes": rep.size_bytes, "latency_median_ms": rep.latency["median_ms"],
-            "latency_p10_ms": rep.latency["p10_ms"], "latency_p90_ms": rep.latency["p90_ms"],
-            "train_seconds": train_time["binary" if "binary" in name else "float"],
-        })
+        path = result.save(out / f"mnist_{name}.tflite")
+        runtimes = ["auto"]
+        if name == "binary" and auto_runtime(result.info) != "lce":
+            runtimes.append("lce")   # LCE's interpreter beside tfcompress's kernels
+        for runtime in runtimes:
+            label = name if runtime == "auto" else "binary (LCE)"
+            it = Interpreter(result.flatbuffer, runtime=runtime)
+            log(f"verifying {path.name} in {it.runtime} on {len(x_test)} test images")
+            rep = result.verify(x_test, y_test, runtime=runtime, latency_runs=0,
+                                progress=bool(verbose))
+            interpreters.append(it)
+            rows.append({
+                "model": label, "file": path.name, "runtime": f"{rep.runtime} ({rep.kernel})",
+                "keras_accuracy": rep.keras_accuracy, "tflite_accuracy": rep.accuracy,
+                "agreement": rep.agreement, "max_abs_diff": rep.max_abs_diff,
+                "size_bytes": rep.size_bytes,
+                "train_seconds": train_time["binary" if "binary" in name else "float"],
+            })
+    log(f"timing the {len(rows)} rows side by side ({latency_runs} runs each)")
+    for row, lat in zip(rows, latency_interleaved(interpreters, x_test[:1], runs=latency_runs,
+                                                  warmup=10)):
+        row.update({"latency_median_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"],
+                    "latency_p90_ms": lat["p90_ms"]})
     float_size = rows[0]["size_bytes"]
     for row in rows:
         row["size_ratio_vs_float32"] = float_size / row["size_bytes"]
@@ -152,11 +177,19 @@ def run(out_dir="quickstart_out", *, epochs_float=2, epochs_binary=5, batch_size
         "job": "tfcompress quickstart", "dataset": "MNIST (official split)",
         "train_examples": len(x_train), "test_examples": len(x_test),
         "epochs": {"float": epochs_float, "binary": epochs_binary}, "batch_size": batch_size,
-        "seed": seed, "latency": f"batch 1, 1 thread, {latency_runs} runs after 10 warm-up",
+        "seed": seed,
+        "latency": (f"batch 1, 1 thread, {latency_runs} runs per row after 10 warm-up, "
+                    "interleaved across the rows in 5 rounds"),
+        "checks": acceptance_checks(rows),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     })
+    try:
+        meta["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
     _write(out, rows, meta)
     print(format_table(rows))
+    print("\n".join(format_checks(meta["checks"])))
     log(f"wrote {out}/results.md, results.json and three .tflite files "
         f"in {meta['wall_seconds']:.0f} s")
     return rows
@@ -175,12 +208,40 @@ def format_table(rows):
     return markdown_table(rows, COLUMNS)
 
 
+def acceptance_checks(rows):
+    """``meta.checks`` of the quickstart: ``{check, value, need}``, met when value >= need.
+
+    - int8 latency / binary latency >= 1: the binary model, in the runtime ``auto`` picks
+      (tfcompress's kernels when built), is faster than the int8 model on this CPU (issue 18).
+    - float32 bytes / binary bytes >= 20.
+    """
+    by = {r["model"]: r for r in rows}
+    binary = by["binary"]
+    return [
+        {"check": f"int8 median latency / binary median latency (binary in {binary['runtime']})"
+                  " >= 1: binary faster than int8 on this CPU",
+         "value": round(by["int8"]["latency_median_ms"] / binary["latency_median_ms"], 3),
+         "need": 1.0},
+        {"check": "float32 bytes / binary bytes >= 20",
+         "value": round(by["float32"]["size_bytes"] / binary["size_bytes"], 2), "need": 20.0},
+    ]
+
+
+def format_checks(checks):
+    """One line per check: PASS/FAIL, the figure and what it needs."""
+    return [f"{'PASS' if c['value'] >= c['need'] else 'FAIL'}  {c['check']}: {c['value']:g} "
+            f"(need >= {c['need']:g})" for c in checks]
+
+
 def _write(out, rows, meta):
     md = ["# tfcompress quickstart: MNIST CNN as float32, int8 and binary", "",
-          format_table(rows), "", "## How this was made", ""]
-    md += [f"- {k}: {v}" for k, v in meta.items()]
+          format_table(rows), ""]
+    md += ["## Checks", ""] + [f"- {line}" for line in format_checks(meta["checks"])] + [""]
+    md += ["## How this was made", ""]
+    md += [f"- {k}: {v}" for k, v in meta.items() if k != "checks"]
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
-__all__ = ["build_cnn", "format_table", "preprocess", "run"]
+__all__ = ["acceptance_checks", "build_cnn", "format_checks", "format_table", "preprocess",
+           "run"]

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from tfcompress import audio, detection, layers, models  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402
 

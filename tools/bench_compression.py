@@ -17,15 +17,15 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import mixed_precision as MP  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.distill import Distiller  # noqa: E402
 from tfcompress.lowrank import decompose, fine_tune  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402
 
 
-def cnn(widths, name, dense=128):
-    layers = [keras.Input((28, 28, 1))]
+def cnn(widths, name, dense=128, input_shape=(28, 28, 1)):
+    layers = [keras.Input(input_shape)]
     for i, w in enumerate(widths):
         layers += [keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}")]
         if i < 2:

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import tfcompress  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
 import larq as lq  # noqa: E402
 from tfcompress import _kernels  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 from tfcompress.conversion import convert  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402
 from tfcompress.runtime import Interpreter  # noqa: E402

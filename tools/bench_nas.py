@@ -1,9 +1,9 @@
 """Benchmark of issue 6: binary architecture search on real CIFAR-10, side by side.
 
-DARTS and BNAS (and, with ``--methods``, PC-DARTS, IDARTS, ABanditNAS or the evolution) search
-the same binarized DARTS space with the same budget and seed; each found cell is derived into a
-deeper binary network and trained, next to a hand-made binary CNN of about the same size, with
-one training budget. Columns: search time, the supernet's accuracy on its architecture split at
+DARTS and BNAS (and, with ``--methods``, second-order DARTS ``darts2``, PC-DARTS, IDARTS,
+ABanditNAS or the evolution) search the same binarized DARTS space with the same budget and
+seed; each found cell is derived into a deeper binary network and trained, next to a hand-made
+binary CNN of about the same size, with one training budget. Columns: search time, the supernet's accuracy on its architecture split at
 the end of the search, parameters, the LCE flatbuffer size, the binary-op ratio (share of MACs
 that are XNOR-popcount binary ops, :func:`tfcompress.report.summary`), training time, and test
 accuracy from Keras and from the LCE file in LCE's interpreter (with their agreement).
@@ -17,6 +17,7 @@ derived networks train on the 10000 images.
     python tools/bench_nas.py                 # full budget (about 35 minutes on 2 cores)
     python tools/bench_nas.py --quick         # smoke run (a few minutes)
     python tools/bench_nas.py --task detection   # BDetNAS on multi-digit MNIST (~20 min)
+    python tools/bench_nas.py --task detection --det-head detection2   # two-scale head
     python tools/bench_nas.py --methods pcdarts,abanditnas,evolution --name nas_others
 """
 
@@ -31,7 +32,8 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import nas  # noqa: E402
-from tfcompress._keras import keras, tf  # noqa: E402
+from tfcompress import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402  (after tfcompress: Keras 2 is selected)
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.layers import QuantConv2D  # noqa: E402
 from tfcompress.report import summary, write_benchmark  # noqa: E402
@@ -57,10 +59,12 @@ def make_space(args):
                           nodes=args.nodes, partial_channels=args.partial_channels)
 
 
-def make_strategy(method, space, val, args):
+def make_strategy(method, space, val, args, train=None):
     common = dict(batch_size=args.search_batch, seed=args.seed, verbose=int(args.verbose))
     if method == "darts":
         return nas.DARTS(space, val, **common)
+    if method == "darts2":
+        return nas.DARTS(space, val, order=2, train_data=train, **common)
     if method == "pcdarts":
         return nas.PCDARTS(space, val, warmup_epochs=args.warmup, **common)
     if method == "idarts":
@@ -82,7 +86,7 @@ def search(method, train, val, args):
     keras.utils.set_random_seed(args.seed)
     space = make_space(args)
     supernet = space.build(train[0].shape[1:], 10)
-    strategy = make_strategy(method, space, val, args)
+    strategy = make_strategy(method, space, val, args, train)
     ds = (tf.data.Dataset.from_tensor_slices(train).shuffle(len(train[0]), seed=args.seed)
           .repeat().batch(args.search_batch))
     t = time.perf_counter()
@@ -158,7 +162,8 @@ def run(args):
         keras.utils.set_random_seed(args.seed)
         model = space.derive(geno, num_cells=args.cells, channels=args.channels, num_classes=10,
                              input_shape=x.shape[1:])
-        row = {"method": f"{geno.meta['strategy']} search -> derived", "kind": method,
+        label = "DARTS 2nd order" if method.strip().lower() == "darts2" else geno.meta["strategy"]
+        row = {"method": f"{label} search -> derived", "kind": method,
                "search_seconds": secs, "search_steps": args.search_epochs * args.steps_per_epoch,
                "supernet_accuracy": acc, "genotype": str(geno)}
         row.update(train_and_measure(model, (x, y), test, args))
@@ -231,11 +236,17 @@ def run_detection(args):
     half = len(x) // 2
     keras.utils.set_random_seed(args.seed)
     space = make_space(args)
-    supernet = space.build(x.shape[1:], 10, head="detection")
-    stride = space.grid_stride()
-    grid = (x.shape[1] // stride, x.shape[2] // stride)
-    y = detection.encode_targets(b[:half], l[:half], input_shape=x.shape[1:3], grid_shape=grid,
-                                 num_classes=10)
+    supernet = space.build(x.shape[1:], 10, head=args.det_head)
+    two_scale = args.det_head == "detection2"
+    strides = space.grid_strides() if two_scale else None
+    if two_scale:
+        y = detection.encode_scales(b[:half], l[:half], input_shape=x.shape[1:3], strides=strides,
+                                    num_classes=10)
+    else:
+        stride = space.grid_stride()
+        grid = (x.shape[1] // stride, x.shape[2] // stride)
+        y = detection.encode_targets(b[:half], l[:half], input_shape=x.shape[1:3], grid_shape=grid,
+                                     num_classes=10)
     search = nas.BDetNAS(space, (x[half:], b[half:], l[half:]), warmup_epochs=args.warmup,
                          samples=args.samples, eval_size=args.eval_size, rounds=1,
                          batch_size=args.search_batch, seed=args.seed, verbose=int(args.verbose))
@@ -246,17 +257,18 @@ def run_detection(args):
                  callbacks=[search])
     search_s = time.perf_counter() - t
     geno = search.genotype()
-    sup_map = detection.evaluate(supernet, x[half:], b[half:], l[half:]).map50
+    sup_map = detection.evaluate(supernet, x[half:], b[half:], l[half:], strides=strides).map50
     print(f"[bdetnas] search {search_s:.0f} s, supernet mAP@0.5 {sup_map:.3f}\n  {geno}", flush=True)
 
-    def measure(model, name, extra):
+    def measure(model, name, extra, strides=None):
         keras.utils.set_random_seed(args.seed)
         t = time.perf_counter()
-        detection.fit_detector(model, x, b, l, epochs=args.train_epochs, learning_rate=5e-3)
+        detection.fit_detector(model, x, b, l, epochs=args.train_epochs, learning_rate=5e-3,
+                               strides=strides)
         train_s = time.perf_counter() - t
-        km = detection.evaluate(model, xt, bt, lt)
+        km = detection.evaluate(model, xt, bt, lt, strides=strides)
         res = tfcompress.convert(model, target="lce")
-        fm = detection.evaluate(res, xt, bt, lt)
+        fm = detection.evaluate(res, xt, bt, lt, strides=strides)
         lat = res.interpreter().latency(xt[:1], runs=20)
         s = summary(model)
         row = {"method": name, "params": int(model.count_params()),
@@ -271,9 +283,10 @@ def run_detection(args):
 
     keras.utils.set_random_seed(args.seed)
     derived = space.derive(geno, num_cells=args.cells, channels=args.channels,
-                           input_shape=x.shape[1:], num_classes=10, head="detection")
-    rows = [measure(derived, "BDetNAS search -> derived detector",
-                    {"search_seconds": search_s, "supernet_map50": sup_map})]
+                           input_shape=x.shape[1:], num_classes=10, head=args.det_head)
+    rows = [measure(derived, "BDetNAS search -> derived detector"
+                    + (" (two-scale head)" if two_scale else ""),
+                    {"search_seconds": search_s, "supernet_map50": sup_map}, strides)]
     best = None
     for w in range(2, 65):
         n = models.TinyYOLO(input_shape=x.shape[1:], num_classes=10, width=w,
@@ -310,7 +323,8 @@ def run_detection(args):
         "search_budget": f"{args.search_epochs} epochs x {args.steps_per_epoch} steps, batch "
                          f"{args.search_batch}, warm-up {args.warmup}, {args.samples} sampled "
                          f"sub-networks/epoch scored by mAP@0.5 on {args.eval_size} canvases",
-        "derived": f"num_cells={args.cells}, channels={args.channels}, TinyYOLO head; "
+        "derived": f"num_cells={args.cells}, channels={args.channels}, "
+                   f"{f'two-scale head (strides {strides})' if two_scale else 'TinyYOLO head'}; "
                    f"fit_detector {args.train_epochs} epochs, Adam 5e-3 cosine",
         "baseline": f"TinyYOLO(backbone='bireal', width={best[0]}), same training",
         "mAP": "COCO 101-point (pycocotools), score threshold 0.001, class-wise NMS 0.5",
@@ -325,7 +339,8 @@ def run_detection(args):
              "binarized DARTS backbone under a TinyYOLO head, alpha trained on the YOLO loss, "
              "sampled sub-networks scored by mAP@0.5.",
              "One small budget on a 2-core CPU; compare the rows with each other."]
-    path = write_benchmark("nas_detection", rows, columns, meta, out_dir=args.out_dir,
+    path = write_benchmark("nas_detection" + ("_2scale" if two_scale else ""), rows, columns, meta,
+                           out_dir=args.out_dir,
                            title="BDetNAS on multi-digit MNIST (searched binary detector vs a "
                                  "hand-made binary TinyYOLO)", notes=notes)
     print(f"wrote {path} in {wall:.0f} s", flush=True)
@@ -339,7 +354,7 @@ def main(argv=None):
     p.add_argument("--out-dir", default="benchmarks")
     p.add_argument("--name", default="nas", help="table file name (classification task)")
     p.add_argument("--methods", default="darts,bnas",
-                   help="comma list of darts, pcdarts, idarts, bnas, abanditnas, evolution")
+                   help="comma list of darts, darts2, pcdarts, idarts, bnas, abanditnas, evolution")
     p.add_argument("--train", type=int, default=10000)
     p.add_argument("--test", type=int, default=0, help="test images (0: the full test split)")
     p.add_argument("--image-size", type=int, default=16, choices=(8, 16, 32))
@@ -363,6 +378,8 @@ def main(argv=None):
     p.add_argument("--canvas", type=int, default=32, help="detection canvas side")
     p.add_argument("--det-train", type=int, default=4000, help="detection training canvases")
     p.add_argument("--det-test", type=int, default=500)
+    p.add_argument("--det-head", default="detection", choices=("detection", "detection2"),
+                   help="BDetNAS head: one grid, or two scales (writes nas_detection_2scale.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.train, args.test = 384, 128

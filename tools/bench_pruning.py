@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import pruning  # noqa: E402
-from tfcompress._keras import keras  # noqa: E402
+from tfcompress import keras  # noqa: E402
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402
 
@@ -160,7 +160,7 @@ def main(argv=None):
         row.update({"kind": kind, "sparsity": sparsity, "method": method,
                     "train_seconds": round(time.time() - t0, 1)})
         if kind == "magnitude":
-            sparse = pruning.convert_sparse(final, target="int8", representative_data=calib)
+            sparse = tfcompress.convert_sparse(final, target="int8", representative_data=calib)
             row["sparse_int8_bytes"] = sparse.size
         row.update(extra)
         rows.append(row)

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import tfcompress  # noqa: E402
 from tfcompress import layers as L  # noqa: E402
 from tfcompress import quantizers as Q  # noqa: E402
-from tfcompress._keras import keras, tf  # noqa: E402
+from tfcompress import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402  (after tfcompress: Keras 2 is selected)
 from tfcompress.data.preprocess import for_model  # noqa: E402
 from tfcompress.inspection import iter_layers, layer_precisions  # noqa: E402
 from tfcompress.report import write_benchmark  # noqa: E402

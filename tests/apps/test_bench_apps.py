@@ -15,7 +15,7 @@ def test_bench_apps_quick_runs(tmp_path, run_script):
     for row in data["rows"]:
         assert 0.0 <= row["tflite_metric"] <= 1.0 and row["size_bytes"] > 0
         assert row["latency_median_ms"] > 0
-        if "lce" in row["runtime"] and row.get("agreement") is not None:
+        if ("lce" in row["runtime"] or "tfcompress" in row["runtime"]) and row.get("agreement") is not None:
             assert row["agreement"] >= 0.95
     md = (tmp_path / "apps.md").read_text()
     assert "mAP@.5:.95" in md and "## How this was made" in md

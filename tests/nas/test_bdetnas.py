@@ -94,7 +94,11 @@ def test_derived_binary_detector_trains_converts_with_lce_and_is_evaluated():
     scale = np.abs(keras_out).max()
     assert np.abs(keras_out - file_out).max() <= 1e-3 * max(scale, 1.0)
     m = detection.evaluate(result, xv, bv, lv)
-    assert 0.0 <= m.map50 <= 1.0 and m.num_images == len(xv)
+    assert m.num_images == len(xv)
+    # the file's mAP is the Keras detector's (outputs agree to 1e-3 of their scale, so the
+    # ranked detections are the same up to near-ties)
+    k = detection.evaluate(model, xv, bv, lv)
+    assert abs(m.map50 - k.map50) <= 0.02 and abs(m.map50_95 - k.map50_95) <= 0.02, (m, k)
 
 
 def test_classifier_strategies_refuse_a_detection_supernet():
@@ -122,7 +126,9 @@ def test_detection_evaluate_runs_a_supernet_and_checks_its_input_size():
     _, (xv, bv, lv) = canvases()
     space = det_space()
     net = space.build((32, 32, 1), 10, head="detection")
-    m = detection.evaluate(net, xv, bv, lv)
-    assert 0.0 <= m.map50 <= 1.0 and m.num_images == len(xv)
+    m = detection.evaluate(net, xv, bv, lv, backend="tfcompress")
+    ref = detection.evaluate(net, xv, bv, lv, backend="pycocotools")   # COCO's own code
+    assert m.num_images == len(xv)
+    assert abs(m.map50 - ref.map50) <= 1e-9 and abs(m.map50_95 - ref.map50_95) <= 1e-9
     with pytest.raises(ValueError, match=r"takes images of shape \(32, 32, 1\)"):
         detection.evaluate(net, np.zeros((1, 64, 64, 1), np.float32), bv[:1], lv[:1])

@@ -295,10 +295,28 @@ def test_evolution_mutates_keeps_the_better_child_and_eliminates_ops():
     assert (alive.sum(1) >= 1).all()
     assert alive[np.arange(space.num_edges), search.choice["reduce"]].all()
     # mutation probabilities: lambda1 p_mt + (1 - lambda1) p_rm over the other alive ops
-    e = int(np.argmax(net.alive("reduce")[:, ARMS].sum(1)))
+    alive = net.alive("reduce")
+    e = int(np.argmax(alive.sum(1)))
+    assert alive[e].sum() >= 2, alive          # an edge still has a choice to mutate to
     p = search.mutation_probs("reduce", e)
-    if p is not None:
-        assert p[search.choice["reduce"][e]] == 0 and abs(p.sum() - 1) < 1e-9
+    cur = search.choice["reduce"][e]
+    # closed form: softmax of the UCB-style score and of the (negative) op size over the other
+    # alive ops, mixed with lambda1
+    other = alive[e].copy()
+    other[cur] = False
+    n, loss = search.n["reduce"][e], search.loss["reduce"][e]
+    l_hat = np.where(n > 0, loss, loss[n > 0].mean() if (n > 0).any() else 0.0)
+    s = -(l_hat - np.sqrt(2 * np.log(n.sum() + 1) / (n + 1)))
+    size = search.sizes["reduce"][e]
+    r = -size / max(size.max(), 1.0)
+
+    def softmax(v):
+        w = np.where(other, np.exp(v - v[other].max()), 0.0)
+        return w / w.sum()
+
+    ref = search.lambda1 * softmax(s) + (1 - search.lambda1) * softmax(r)
+    np.testing.assert_allclose(p, ref / ref.sum(), rtol=1e-9)
+    assert p[cur] == 0 and abs(p.sum() - 1) < 1e-9
     assert search.genotype().kind == "binary"
 
 

@@ -1,6 +1,9 @@
 import json
+import re
 
 import pytest
+
+from bench_helpers import md_row, pct
 
 
 @pytest.mark.slow
@@ -12,4 +15,16 @@ def test_bench_compression_quick_runs(tmp_path, run_script):
     mp = data["rows"][1:4]
     assert all(row["kernel_kib"] <= mp[0]["kernel_kib"] + 1e-9 for row in mp)   # equal-size budget
     assert data["rows"][-1]["params"] < data["rows"][0]["params"]
-    assert "OMPQ >= uniform 4-bit" in (tmp_path / "compression.md").read_text()
+    md = (tmp_path / "compression.md").read_text()
+    for row in data["rows"]:
+        cells = md_row(md, row["experiment"])  # first row of each experiment at least
+        assert cells[0] == row["experiment"]
+    lines = [line for line in md.splitlines() if "| " + data["rows"][2]["model"] + " |" in line]
+    assert lines and pct(data["rows"][2]["accuracy"]) in lines[0]
+    # each verdict line states two accuracies from the rows and the right PASS/FAIL
+    verdicts = re.findall(r"- (.+?): ([\d.]+) vs ([\d.]+) -> (PASS|FAIL)", md)
+    assert len(verdicts) == 2, md
+    accs = {round(row["accuracy"], 4) for row in data["rows"]}
+    for _, a, b, result in verdicts:
+        assert round(float(a), 4) in accs and round(float(b), 4) in accs
+        assert result == ("PASS" if float(a) >= float(b) else "FAIL")

@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from tfcompress._keras import keras
 from tfcompress.errors import ConversionError
-from tfcompress.inspection import binary_layers, iter_layers, layer_precisions
+from tfcompress.inspection import (
+    binary_layers, check_tf_keras_model, iter_layers, layer_precisions,
+)
 
 TARGETS = ("float32", "float16", "dynamic", "int8", "int16x8", "lce", "micro", "edgetpu")
 NEEDS_CALIBRATION = ("int8", "int16x8", "micro", "edgetpu")
@@ -12,12 +13,7 @@ NEEDS_CALIBRATION = ("int8", "int16x8", "micro", "edgetpu")
 
 def check_model(model, target, *, allow_low_bit=False):
     """Raise ConversionError if ``model`` cannot be converted to ``target`` faithfully."""
-    if not isinstance(model, keras.Model):
-        kind = type(model).__module__ + "." + type(model).__name__
-        hint = (" It looks like a Keras 3 model; build it with tf_keras (import tfcompress "
-                "first, or `from tfcompress._keras import keras`)."
-                if type(model).__module__.startswith("keras") else "")
-        raise ConversionError(f"Expected a tf_keras Model, got {kind}.{hint}")
+    check_tf_keras_model(model, "tfcompress.convert", ConversionError)
     if not model.built or not model.inputs:
         raise ConversionError(
             f"Model {model.name!r} has no defined inputs; call it on data or build it with "

@@ -1,20 +1,17 @@
 """``tfcompress.convert``: one entry point for every deployment target."""
 
-import contextlib
-import os
-import tempfile
-
 from tfcompress._keras import tf
 from tfcompress.conversion.checks import NEEDS_CALIBRATION, TARGETS, calibration_batches, check_model
+from tfcompress.conversion.diagnose import explain_failure
 from tfcompress.conversion.result import ConversionResult
+from tfcompress.conversion.tflite_internals import IO_TYPES as _IO_TYPES
+from tfcompress.conversion.tflite_internals import quiet as _quiet
 from tfcompress.errors import ConversionError
 from tfcompress.runtime.flatbuffer import inspect_flatbuffer
 
-_IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16}
-
 
 def convert(model, *, target, representative_data=None, calibration_steps=500,
-            io_type=None, allow_low_bit=False):
+            io_type=None, allow_low_bit=False, plan=None, pack_weights=True):
     """Convert a tf_keras model to a deployable flatbuffer.
 
     Args:
@@ -31,7 +28,18 @@ def convert(model, *, target, representative_data=None, calibration_steps=500,
         io_type: ``"float32"`` or ``"int8"`` model inputs/outputs. Default: ``"int8"`` for the
             ``int8``/``micro``/``edgetpu`` targets, ``"float32"`` otherwise.
         allow_low_bit: convert sub-8-bit (2-7 bit) quantized layers to an int8 target anyway
-            (see :func:`tfcompress.conversion.checks.check_model`).
+            (see :func:`tfcompress.conversion.checks.check_model`). For models with 2-8-bit
+            quantizers the ``int8``/``micro``/``edgetpu`` targets use the exact-grid exporter
+            (:mod:`tfcompress.conversion.lowbit`: the trained grids, packed INT4 kernels);
+            there it allows a <= 4-bit kernel the runtime cannot run packed to be stored as int8.
+        plan: the :class:`~tfcompress.mixed_precision.BitPlan` a model was built from
+            (``mixed_precision.apply``); checked against the model (a mismatch names the layer)
+            and its bits shown per layer in ``result.report()["layers"]``.
+        pack_weights: exact-grid exporter only: ``True`` (default) stores kernels trained at 4
+            bits or fewer packed (INT4/INT2) where the target's runtime runs them and its
+            requantization stays exact (multiplier <= 2^-9; the report says why a layer was kept
+            int8); ``"always"`` packs wherever the runtime runs them; ``False`` keeps every
+            kernel int8, scaled by the largest integer that fits (a finer int32 bias).
 
     Returns:
         :class:`ConversionResult` holding the bytes, size, op list and I/O quantization.
@@ -58,18 +66,39 @@ def convert(model, *, target, representative_data=None, calibration_steps=500,
             f"Target {target!r} quantizes activations and needs representative_data (a few "
             "hundred real training inputs) to calibrate their ranges."
         )
-    check_model(model, target, allow_low_bit=allow_low_bit)
+    from tfcompress.conversion import lowbit
+
+    exact = target in ("int8", "micro", "edgetpu") and (plan is not None or lowbit.has_quantizers(model))
+    if pack_weights not in (True, False, "always"):
+        raise ConversionError(f"pack_weights must be True, False or 'always', got {pack_weights!r}.")
+    if plan is not None and not exact:
+        raise ConversionError(f"plan= applies to the int8, micro and edgetpu targets, not {target!r}.")
+    check_model(model, target, allow_low_bit=allow_low_bit or exact)
     dataset = None
     if representative_data is not None and target in NEEDS_CALIBRATION + ("lce",):
         dataset = calibration_batches(representative_data, model, calibration_steps)
 
-    with _quiet():
+    planes = []
+    with _quiet() as log:
         if target == "lce":
-            flatbuffer = _convert_lce(model, io_type)
+            from tfcompress.conversion import bitplanes
+
+            # binary-input layers with multi-bit kernels -> one LceBconv2d per bit plane
+            lce_model, planes = bitplanes.rewrite(model)
+            flatbuffer = _convert_lce(lce_model, io_type, log)
+        elif exact:
+            flatbuffer, extras = lowbit.export(
+                model, target=target, representative_data=representative_data,
+                calibration_steps=calibration_steps, io_type=io_type,
+                allow_low_bit=allow_low_bit, plan=plan, pack=pack_weights)
         else:
-            flatbuffer = _convert_tflite(model, target, dataset, io_type)
+            flatbuffer = _convert_tflite(model, target, dataset, io_type, log)
     info = inspect_flatbuffer(flatbuffer)
     result = ConversionResult(flatbuffer=flatbuffer, target=target, info=info, model=model)
+    if exact:
+        result.extras.update(extras)
+    if planes:
+        result.extras["bitplanes"] = planes
     if target == "micro":
         from tfcompress.conversion.micro import attach_micro
 
@@ -81,7 +110,7 @@ def convert(model, *, target, representative_data=None, calibration_steps=500,
     return result
 
 
-def _convert_tflite(model, target, dataset, io_type):
+def _convert_tflite(model, target, dataset, io_type, log=None):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if target == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -105,10 +134,10 @@ def _convert_tflite(model, target, dataset, io_type):
     try:
         return conv.convert()
     except Exception as err:
-        raise ConversionError(f"The TFLite converter failed for target {target!r}: {err}") from err
+        raise ConversionError(explain_failure(model, target, _with_log(err, log))) from err
 
 
-def _convert_lce(model, io_type):
+def _convert_lce(model, io_type, log=None):
     import larq_compute_engine as lce
 
     try:
@@ -116,31 +145,14 @@ def _convert_lce(model, io_type):
             model, inference_input_type=_IO_TYPES[io_type], inference_output_type=_IO_TYPES[io_type]
         )
     except Exception as err:
-        raise ConversionError(f"The Larq Compute Engine converter failed: {err}") from err
+        raise ConversionError(explain_failure(model, "lce", _with_log(err, log),
+                                              converter="Larq Compute Engine")) from err
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence the C++ converters' stderr chatter unless TFCOMPRESS_VERBOSE is set."""
-    if os.environ.get("TFCOMPRESS_VERBOSE"):
-        yield
-        return
-    try:
-        fd = os.dup(2)
-    except OSError:  # no real stderr (e.g. some notebooks)
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(fd, 2)
-            sink.seek(0)
-            tail = sink.read()[-4000:].decode(errors="replace")
-            if tail.strip():
-                os.write(2, b"[converter log, last lines]\n" + tail.encode())
-            raise
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+def _with_log(err, log):
+    """The exception text, plus what the C++ converter printed when the exception says little
+    (LCE reports only "Could not translate to flatbuffer" and prints the op to stderr)."""
+    text = str(err)
+    printed = log.text() if log is not None else ""
+    printed = "\n".join(line for line in printed.splitlines() if "error" in line.lower())
+    return text if not printed.strip() or printed.strip() in text else f"{text}\n{printed}"

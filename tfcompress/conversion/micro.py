@@ -98,7 +98,7 @@ def attach_micro(result):
         it = Interpreter(result.flatbuffer, runtime="micro")
     except Exception as err:
         raise ConversionError(f"tflite-micro cannot load the converted model: {err}") from err
-    example = it._prepare([np.zeros(i["shape"], np.float32) for i in result.inputs])
+    example = it.prepare([np.zeros(i["shape"], np.float32) for i in result.inputs])
     arena = measure_arena(result.flatbuffer, example)
     src, header = c_source(result.flatbuffer, result.ops)
     result.extras.update({

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfcompress.runtime.flatbuffer import FlatbufferInfo
-from tfcompress.runtime.interpreter import Interpreter
+from tfcompress.runtime.interpreter import Interpreter, auto_runtime
 from tfcompress.runtime.verify import verify as _verify
 
 _RUNTIME = {"lce": "lce", "micro": "micro"}
@@ -51,7 +51,11 @@ class ConversionResult:
 
     @property
     def runtime(self):
-        """The interpreter that runs this file: ``lce``, ``micro`` or ``litert``."""
+        """The interpreter that runs this file by default (:meth:`verify`, :meth:`interpreter`):
+        for LCE files the one ``runtime="auto"`` picks (``tfcompress`` when its kernels are
+        built, else ``lce``), else ``micro`` or ``litert``."""
+        if self.target == "lce":
+            return auto_runtime(self.info)
         return _RUNTIME.get(self.target, "litert")
 
     def save(self, path):
@@ -65,7 +69,7 @@ class ConversionResult:
 
     def interpreter(self, **options):
         """An :class:`~tfcompress.runtime.Interpreter` for this file in its runtime."""
-        options.setdefault("runtime", self.runtime)
+        options.setdefault("runtime", "auto" if self.target == "lce" else self.runtime)
         return Interpreter(self.flatbuffer, **options)
 
     def verify(self, x, y=None, **options):
@@ -73,9 +77,20 @@ class ConversionResult:
 
         See :func:`tfcompress.runtime.verify.verify` for the options and the report.
         """
-        options.setdefault("runtime", self.runtime)
+        options.setdefault("runtime", "auto" if self.target == "lce" else self.runtime)
         options.setdefault("keras_model", self.model)
         return _verify(self.flatbuffer, x, y, **options)
+
+    def to_c(self, out_dir, *, cpu="host", name="model", cmsis_nn=None, **options):
+        """Generate a self-contained C99 library for microcontrollers in ``out_dir``.
+
+        ``cpu``: ``"host"``, ``"cortex-m4"``, ``"cortex-m7"`` or ``"cortex-m33"``. Returns a
+        :class:`tfcompress.codegen.CLibrary` (``.flash_bytes``, ``.ram_bytes``, ``.path``,
+        ``.verify(x, y)``); see :func:`tfcompress.codegen.generate` for the other options.
+        """
+        from tfcompress.codegen import generate
+
+        return generate(self.flatbuffer, out_dir, cpu=cpu, name=name, cmsis_nn=cmsis_nn, **options)
 
     def report(self):
         """A JSON-ready description (target, size, ops, I/O quantization, extras)."""

@@ -1,11 +1,13 @@
 """Loaders for the offline datasets (see :mod:`tfcompress.data`)."""
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
 import tarfile
 import wave
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -18,6 +20,16 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 FSDD_SAMPLE_RATE = 8000
+CIFAR10_SPLIT_SIZES = {"train": 50000, "test": 10000}
+
+# Example order (see the docstring of tfcompress.data): archives that store a dataset sorted
+# by class or speaker are put in a fixed pseudo-random order, the order of the SHA-256 digests
+# of ORDER_SALT + "/" + each file's name. It depends on nothing but the file names, so it is
+# the same on every machine and with every numpy version.
+ORDER_SALT = "tfcompress-order-v1"
+# Version of the decoded-array cache. 1: tfcompress 0.1.0, CIFAR-10 from the JPEG archive in
+# class order. 2: the fixed mixed order above. A cache of another version is never read.
+CACHE_VERSION = 2
 
 # For each dataset: the alternative file sets that can hold it (the first that is complete wins).
 _MNIST_GZ = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -80,8 +92,44 @@ def find_dataset_dir(name, data_dir=None):
     )
 
 
+def mixed_order(keys, salt=ORDER_SALT):
+    """Indices that put ``keys`` in tfcompress's fixed pseudo-random order.
+
+    Key ``k`` gets the rank of ``SHA-256(salt + "/" + k)`` among the digests of all keys (byte
+    order). The result is a permutation that depends only on the keys and the salt: the same on
+    every machine, whatever order the files were read in, and independent of numpy's random
+    generators (whose streams may change between versions).
+
+    Args:
+        keys: file names (strings), e.g. ``"train/airplane/0001.jpg"``.
+        salt: the seed of the permutation (default :data:`ORDER_SALT`).
+
+    Returns:
+        ``int64`` array ``p`` such that ``[keys[i] for i in p]`` is the mixed order.
+
+    >>> mixed_order(["a", "b", "c"]).tolist()
+    [2, 0, 1]
+    """
+    digests = [hashlib.sha256(f"{salt}/{k}".encode()).digest() for k in keys]
+    return np.array(sorted(range(len(digests)), key=digests.__getitem__), np.int64)
+
+
 def load(name, data_dir=None, **options):
     """Load a dataset as numpy arrays ``(x_train, y_train), (x_test, y_test)``.
+
+    Every split comes in a fixed, class-mixed order, the same on every machine, so the first
+    ``n`` examples are a fair sample (for a class-balanced subset of exactly ``n`` use
+    :func:`tfcompress.data.balanced_indices`):
+
+    - mnist: the official order of the IDX files, which is already class-mixed (the first
+      1,000 training images hold 87-117 of each digit). Note that the first 5,000 test images
+      come from NIST's SD-3 (cleaner, easier) and the last 5,000 from SD-1: report accuracy on
+      the whole test split.
+    - cifar10: from the official python batches, their official (random) order. From the JPEG
+      archive (``cifar10-jpg.tar.gz``, stored class by class) the order of
+      :func:`mixed_order` over the member paths ``"<split>/<class>/<file>.jpg"``.
+    - fsdd: the order of :func:`mixed_order` over the file names
+      ``"<digit>_<speaker>_<index>.wav"`` (the recordings are stored by speaker).
 
     Args:
         name: ``"mnist"``, ``"cifar10"`` or ``"fsdd"``.
@@ -167,14 +215,10 @@ def _load_cifar10(folder, fileset):
     if fileset == ("cifar-10-batches-py",):
         return _cifar_from_pickles(folder / "cifar-10-batches-py")
     archive = folder / fileset[0]
-    stat = archive.stat()
-    cached = cache_dir() / f"cifar10-{fileset[0].split('.')[0]}-{stat.st_size}-{int(stat.st_mtime)}.npz"
-    if cached.exists():
-        try:
-            with np.load(cached) as d:
-                return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
-        except (OSError, KeyError, ValueError, zlib.error):
-            cached.unlink(missing_ok=True)  # a broken cache is rebuilt from the archive
+    cached = cifar10_cache_path(archive)
+    hit = _read_cache(cached)
+    if hit is not None:
+        return hit
     if fileset == ("cifar10-jpg.tar.gz",):
         result = _cifar_from_jpeg_tar(archive)
     else:
@@ -183,11 +227,39 @@ def _load_cifar10(folder, fileset):
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                 cache_version=np.int64(CACHE_VERSION))
         os.replace(tmp, cached)
     except OSError:
         pass  # a read-only cache only costs the decode time next time
     return result
+
+
+def cifar10_cache_path(archive):
+    """Where the decoded arrays of a CIFAR-10 archive are cached.
+
+    The name holds :data:`CACHE_VERSION` and the archive's name, size and modification time,
+    so a cache written by another tfcompress version (another example order) or for another
+    copy of the archive is never read.
+    """
+    archive = Path(archive)
+    stat = archive.stat()
+    stem = archive.name.split(".")[0]
+    return cache_dir() / f"cifar10-v{CACHE_VERSION}-{stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+
+
+def _read_cache(path):
+    """The cached splits, or None when absent, broken or of another :data:`CACHE_VERSION`."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as d:
+            if "cache_version" not in d.files or int(d["cache_version"]) != CACHE_VERSION:
+                return None  # rebuilt (and overwritten) from the archive
+            return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
+    except (OSError, EOFError, KeyError, ValueError, zlib.error, zipfile.BadZipFile):
+        path.unlink(missing_ok=True)  # a broken cache is rebuilt from the archive
+        return None
 
 
 def _cifar_from_jpeg_tar(archive):
@@ -210,17 +282,17 @@ def _cifar_from_jpeg_tar(archive):
                 img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.uint8)
                 if img.shape != (32, 32, 3):
                     raise DataError(f"{member.name} in {archive} is {img.shape}, not 32x32x3.")
-                key = (CIFAR10_CLASSES.index(parts[-2]), parts[-1])
-                images[parts[-3]].append((key, img))
+                images[parts[-3]].append(("/".join(parts[-3:]), img))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise DataError(f"Corrupt or unreadable archive {archive}: {err}") from err
     out = []
-    for split, expected in (("train", 50000), ("test", 10000)):
-        items = sorted(images[split], key=lambda item: item[0])
+    for split, expected in CIFAR10_SPLIT_SIZES.items():
+        items = images[split]
         if len(items) != expected:
             raise DataError(f"{archive} holds {len(items)} {split} images; expected {expected}.")
-        x = np.stack([img for _, img in items])
-        y = np.array([key[0] for key, _ in items], np.uint8)
+        order = mixed_order([key for key, _ in items])
+        x = np.stack([items[i][1] for i in order])
+        y = np.array([CIFAR10_CLASSES.index(items[i][0].split("/")[1]) for i in order], np.uint8)
         out.append((x, y))
     return tuple(out)
 
@@ -317,10 +389,13 @@ def _load_fsdd(folder, fileset, length=FSDD_SAMPLE_RATE):
         audio = _decode_wav(data, where)[:length]
         fixed = np.zeros(length, np.float32)
         fixed[: len(audio)] = audio
-        rows.append(((parts[1], int(parts[0]), int(parts[2])), fixed))
+        rows.append(((parts[1], int(parts[0]), int(parts[2])), fixed, filename))
     if not rows:
         raise DataError(f"No FSDD recordings found in {folder}.")
-    rows.sort(key=lambda r: r[0])
+    names = [filename for _, _, filename in rows]
+    if len(set(names)) != len(names):
+        raise DataError(f"{folder} holds two recordings with the same file name.")
+    rows = [rows[i][:2] for i in mixed_order(names)]
     out = []
     for is_test in (False, True):
         sel = [(key, audio) for key, audio in rows if (key[2] <= 4) == is_test]

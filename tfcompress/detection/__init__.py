@@ -10,10 +10,10 @@ Q-YOLO post-training quantization.
 >>> print(detection.evaluate(qdet, images, boxes, labels))              # doctest: +SKIP
 """
 
-from tfcompress.detection.boxes import Detections, box_iou, decode, nms
+from tfcompress.detection.boxes import Detections, box_iou, decode, nms, split_scales
 from tfcompress.detection.data import multi_mnist
 from tfcompress.detection.evaluate import detect, evaluate, raw_outputs
-from tfcompress.detection.loss import YoloLoss, encode_targets
+from tfcompress.detection.loss import YoloLoss, encode_scales, encode_targets
 from tfcompress.detection.metrics import (
     COCO_IOU_THRESHOLDS, DetectionMetrics, average_precision_table, mean_average_precision,
 )
@@ -23,8 +23,8 @@ from tfcompress.models.yolo import TinyYOLO
 
 __all__ = [
     "COCO_IOU_THRESHOLDS", "DetectionMetrics", "Detections", "METHODS", "TinyYOLO", "YoloLoss",
-    "average_precision_table", "box_iou", "decode", "detect", "encode_targets", "evaluate",
+    "average_precision_table", "box_iou", "decode", "detect", "encode_scales", "encode_targets", "evaluate",
     "fit_detector",
     "mean_average_precision", "multi_mnist", "nms", "percentile_upper", "ptq",
-    "range_from_values", "raw_outputs", "uh_search",
+    "range_from_values", "raw_outputs", "split_scales", "uh_search",
 ]

@@ -75,20 +75,32 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def decode(outputs, *, input_shape, score_threshold=0.01, iou_threshold=0.5,
-           max_detections=100):
-    """TinyYOLO raw outputs ``(N, Gh, Gw, 5 + C)`` -> one :class:`Detections` per image.
-
-    Every (cell, class) pair whose score ``sigmoid(obj) * softmax(cls)_c`` is at least
-    ``score_threshold`` is a candidate; class-wise :func:`nms` then keeps at most
-    ``max_detections`` per image. Boxes are clipped to the image. ``input_shape`` is the
-    model input ``(H, W)`` (or ``(H, W, C)``); the stride is ``H / Gh``.
-    """
-    out = np.asarray(outputs, np.float64)
-    if out.ndim != 4 or out.shape[-1] < 6:
-        raise ValueError(f"Expected raw detector outputs (N, grid_h, grid_w, 5 + classes), got "
-                         f"{out.shape}.")
+def split_scales(outputs, *, input_shape, strides):
+    """Split packed multi-scale outputs ``(N, sum_s Gh_s Gw_s, 5 + C)`` into one
+    ``(N, H / s, W / s, 5 + C)`` grid per stride ``s`` (in the order given; each grid is
+    flattened row-major in the packed tensor, as :class:`tfcompress.nas.supernet.TwoScaleHead`
+    and :func:`tfcompress.detection.encode_scales` lay it out)."""
+    out = np.asarray(outputs)
     h, w = int(input_shape[0]), int(input_shape[1])
+    grids = []
+    for s in strides:
+        s = int(s)
+        if s < 1 or h % s or w % s:
+            raise ValueError(f"Stride {s} does not divide the input {h}x{w}.")
+        grids.append((h // s, w // s))
+    need = sum(gh * gw for gh, gw in grids)
+    if out.ndim != 3 or out.shape[1] != need:
+        raise ValueError(f"Packed outputs for strides {tuple(strides)} on a {h}x{w} input must be "
+                         f"(N, {need}, 5 + classes), got {out.shape}.")
+    parts, start = [], 0
+    for gh, gw in grids:
+        parts.append(out[:, start: start + gh * gw].reshape(len(out), gh, gw, out.shape[-1]))
+        start += gh * gw
+    return parts
+
+
+def _grid_candidates(out, h, w):
+    """Boxes ``(N, cells, 4)`` and class scores ``(N, cells, C)`` of one raw grid."""
     gh, gw = out.shape[1:3]
     if h % gh or w % gw or h // gh != w // gw:
         raise ValueError(f"Input {h}x{w} is not a whole multiple of the {gh}x{gw} output grid.")
@@ -104,15 +116,51 @@ def decode(outputs, *, input_shape, score_threshold=0.01, iou_threshold=0.5,
     prob = np.exp(logits - logits.max(-1, keepdims=True))
     prob /= prob.sum(-1, keepdims=True)
     scores = _sigmoid(out[..., 4])[..., None] * prob
+    n = len(out)
+    return boxes.reshape(n, -1, 4), scores.reshape(n, -1, scores.shape[-1])
+
+
+def decode(outputs, *, input_shape, score_threshold=0.01, iou_threshold=0.5,
+           max_detections=100, strides=None):
+    """TinyYOLO raw outputs ``(N, Gh, Gw, 5 + C)`` -> one :class:`Detections` per image.
+
+    Every (cell, class) pair whose score ``sigmoid(obj) * softmax(cls)_c`` is at least
+    ``score_threshold`` is a candidate; class-wise :func:`nms` then keeps at most
+    ``max_detections`` per image. Boxes are clipped to the image. ``input_shape`` is the
+    model input ``(H, W)`` (or ``(H, W, C)``); the stride is ``H / Gh``.
+
+    Multi-scale detectors: ``outputs`` may be a list of such grids (one per scale), or the
+    packed ``(N, cells, 5 + C)`` output of a multi-scale head with its ``strides`` (see
+    :func:`split_scales`). Each grid's boxes are decoded with that grid's stride, then the
+    candidates of all scales go through the same class-wise NMS.
+    """
+    if strides is not None:
+        grids = split_scales(outputs, input_shape=input_shape, strides=strides)
+    elif isinstance(outputs, (list, tuple)):
+        grids = list(outputs)
+    else:
+        grids = [outputs]
+    grids = [np.asarray(g, np.float64) for g in grids]
+    for out in grids:
+        if out.ndim != 4 or out.shape[-1] < 6:
+            raise ValueError(f"Expected raw detector outputs (N, grid_h, grid_w, 5 + classes), got "
+                             f"{out.shape}" + ("" if strides is not None else
+                                               "; packed multi-scale outputs need strides=") + ".")
+        if out.shape[0] != grids[0].shape[0] or out.shape[-1] != grids[0].shape[-1]:
+            raise ValueError("The scales' outputs disagree on the batch size or the class count.")
+    h, w = int(input_shape[0]), int(input_shape[1])
+    parts = [_grid_candidates(out, h, w) for out in grids]
+    boxes = np.concatenate([b for b, _ in parts], axis=1)
+    scores = np.concatenate([s for _, s in parts], axis=1)
     results = []
-    for n in range(len(out)):
-        cell, cls = np.nonzero(scores[n].reshape(-1, scores.shape[-1]) >= score_threshold)
-        b = boxes[n].reshape(-1, 4)[cell]
-        s = scores[n].reshape(-1, scores.shape[-1])[cell, cls]
+    for n in range(len(boxes)):
+        cell, cls = np.nonzero(scores[n] >= score_threshold)
+        b = boxes[n][cell]
+        s = scores[n][cell, cls]
         keep = nms(b, s, iou_threshold, classes=cls)[:max_detections]
         results.append(Detections(b[keep].astype(np.float32), s[keep].astype(np.float32),
                                   cls[keep].astype(np.int64)))
     return results
 
 
-__all__ = ["Detections", "box_iou", "decode", "nms"]
+__all__ = ["Detections", "box_iou", "decode", "nms", "split_scales"]

@@ -58,15 +58,16 @@ def _input_shape(model):
 
 
 def detect(detector, images, *, score_threshold=0.01, iou_threshold=0.5, max_detections=100,
-           batch_size=64):
-    """Decoded, NMS-filtered detections (one :class:`Detections` per image)."""
+           batch_size=64, strides=None):
+    """Decoded, NMS-filtered detections (one :class:`Detections` per image); ``strides`` for a
+    multi-scale detector's packed output (see :func:`~tfcompress.detection.decode`)."""
     out = raw_outputs(detector, images, batch_size=batch_size)
     return decode(out, input_shape=np.shape(images)[1:3], score_threshold=score_threshold,
-                  iou_threshold=iou_threshold, max_detections=max_detections)
+                  iou_threshold=iou_threshold, max_detections=max_detections, strides=strides)
 
 
 def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_threshold=0.5,
-             max_detections=100, batch_size=64, backend="auto"):
+             max_detections=100, batch_size=64, backend="auto", strides=None):
     """mAP@0.5 and mAP@0.5:0.95 (COCO 101-point protocol) of ``detector`` on ``images``.
 
     Args:
@@ -81,6 +82,8 @@ def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_thre
         max_detections: per image.
         backend: the mAP implementation (``"auto"``: pycocotools when installed, see
             :func:`~tfcompress.detection.metrics.mean_average_precision`).
+        strides: the strides of a multi-scale detector's packed output (e.g.
+            ``space.grid_strides()`` of a two-scale NAS detector); ``None`` for one grid.
 
     Returns:
         :class:`~tfcompress.detection.metrics.DetectionMetrics`.
@@ -91,7 +94,7 @@ def evaluate(detector, images, boxes, labels, *, score_threshold=0.001, iou_thre
     if len(images) != len(boxes):
         raise ValueError(f"{len(images)} images but {len(boxes)} box lists.")
     dets = detect(detector, images, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                  max_detections=max_detections, batch_size=batch_size)
+                  max_detections=max_detections, batch_size=batch_size, strides=strides)
     return mean_average_precision(dets, boxes, labels, max_detections=max_detections,
                                   backend=backend)
 

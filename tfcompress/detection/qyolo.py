@@ -38,18 +38,17 @@ so :func:`ptq` runs the converter in three steps:
 With ``activation_range="minmax"`` step 2 changes nothing, so the file is byte-identical to
 ``tfcompress.convert(model, target="int8")`` with the same calibration images (a test checks
 this). Tensors whose int8 parameters TFLite fixes (sigmoid, tanh, softmax outputs) keep them.
-The two converter entry points are private TensorFlow APIs (present in TF 2.21); if they are
-missing :func:`ptq` raises a :class:`~tfcompress.ConversionError` saying so.
+The two converter entry points are private TensorFlow APIs; they are reached only through
+:mod:`tfcompress.conversion.tflite_internals`, which refuses a TensorFlow version they were not
+checked with (a :class:`~tfcompress.ConversionError` naming both versions).
 """
 
-import contextlib
-import os
-import sys
 import warnings
 
 import numpy as np
 
 from tfcompress._keras import tf
+from tfcompress.conversion import tflite_internals
 from tfcompress.errors import ConversionError
 
 METHODS = ("unilateral_histogram", "minmax", "percentile")
@@ -141,24 +140,6 @@ class _TensorStats:
                                   start_bin=min(start_bin, self.bins - 1))[0]
 
 
-@contextlib.contextmanager
-def _quiet_stdout():
-    """Keep C-level prints of the quantizer off the caller's stdout (stderr: ``_quiet``)."""
-    try:
-        fd = os.dup(1)
-    except OSError:   # pragma: no cover - no real stdout
-        yield
-        return
-    sys.stdout.flush()
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(fd, 1)
-            os.close(fd)
-
-
 def _check_method(method):
     if method not in METHODS:
         raise ValueError(f"activation_range must be one of {', '.join(map(repr, METHODS))}, got "
@@ -166,8 +147,6 @@ def _check_method(method):
 
 
 def _calibrated_flatbuffer(model, images, io_type):
-    from tfcompress.conversion.converter import _IO_TYPES, _quiet
-
     def gen():
         for i in range(len(images)):
             yield [images[i:i + 1]]
@@ -176,17 +155,15 @@ def _calibrated_flatbuffer(model, images, io_type):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = gen
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = _IO_TYPES[io_type]
-    conv.inference_output_type = _IO_TYPES[io_type]
-    if not hasattr(conv, "_experimental_calibrate_only"):
-        raise ConversionError("This TensorFlow's TFLiteConverter has no calibrate-only mode "
-                              "(_experimental_calibrate_only), which ptq needs to set the ranges.")
-    conv._experimental_calibrate_only = True
+    conv.inference_input_type = tflite_internals.IO_TYPES[io_type]
+    conv.inference_output_type = tflite_internals.IO_TYPES[io_type]
     try:
-        with _quiet(), warnings.catch_warnings():
+        with tflite_internals.quiet(), warnings.catch_warnings():
             # "Statistics for quantized inputs were expected": int8 I/O is set after calibration
             warnings.simplefilter("ignore", UserWarning)
-            return bytes(conv.convert())
+            return tflite_internals.calibrate_only(conv, "Q-YOLO ptq")
+    except ConversionError:
+        raise
     except Exception as err:
         raise ConversionError(f"TFLite calibration failed: {err}") from err
 
@@ -233,7 +210,6 @@ def ptq(detector, calibration_images, *, activation_range="unilateral_histogram"
         ``result.extras["activation_ranges"]`` maps each tensor name to its ``(lower, upper)``.
     """
     from tfcompress.conversion.checks import check_model
-    from tfcompress.conversion.converter import _quiet
     from tfcompress.conversion.result import ConversionResult
     from tfcompress.runtime.flatbuffer import inspect_flatbuffer
 
@@ -252,14 +228,9 @@ def ptq(detector, calibration_images, *, activation_range="unilateral_histogram"
         raise ValueError(f"calibration_images must be (N,) + {want} with N >= 1, got {images.shape}.")
     if not np.isfinite(images).all():
         raise ValueError("calibration_images contain NaN or infinite values.")
-    try:
-        from tensorflow.lite.python.convert import mlir_quantize
-        from tensorflow.lite.tools import flatbuffer_utils
-    except ImportError as err:   # pragma: no cover - present in TF 2.21
-        raise ConversionError(f"ptq needs TensorFlow's MLIR quantizer entry point: {err}") from err
-
+    tflite_internals.check_tensorflow("Q-YOLO ptq")
     calibrated = _calibrated_flatbuffer(detector, images, io_type)
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    model = tflite_internals.flatbuffer_to_object(calibrated)
     graph = model.subgraphs[0]
     fixed = set(int(i) for i in graph.inputs)
     if not include_outputs:
@@ -282,23 +253,20 @@ def ptq(detector, calibration_images, *, activation_range="unilateral_histogram"
             q.min = np.array([min(lo, 0.0)], np.float32)
             q.max = np.array([max(hi, 0.0)], np.float32)
             ranges[graph.tensors[i].name.decode()] = (float(lo), float(hi))
-        source = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    io = tf.int8 if io_type == "int8" else tf.float32
+        source = tflite_internals.object_to_flatbuffer(model)
     try:
-        with _quiet(), _quiet_stdout(), warnings.catch_warnings():
+        with tflite_internals.quiet(), tflite_internals.quiet_stdout(), \
+                warnings.catch_warnings():
             # "Statistics for quantized inputs were expected": the converter's own call warns too
             warnings.simplefilter("ignore", UserWarning)
-            quantized = bytes(mlir_quantize(source, disable_per_channel=False, input_data_type=io,
-                                            output_data_type=io))
+            quantized = tflite_internals.quantize_calibrated(source, io_type=io_type,
+                                                             feature="Q-YOLO ptq")
+    except ConversionError:
+        raise
     except Exception as err:
         raise ConversionError(f"TFLite quantization with the {activation_range} ranges failed: "
                               f"{err}") from err
-    try:   # the converter's own last step: share identical read-only buffers
-        from tensorflow.lite.python.lite import _deduplicate_readonly_buffers
-
-        quantized = bytes(_deduplicate_readonly_buffers(quantized))
-    except ImportError:   # pragma: no cover - an optimization only
-        pass
+    quantized = tflite_internals.deduplicate_buffers(quantized)
     return ConversionResult(
         flatbuffer=quantized, target="int8", info=inspect_flatbuffer(quantized), model=detector,
         extras={"activation_range": activation_range, "activation_ranges": ranges,

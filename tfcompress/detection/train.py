@@ -5,11 +5,11 @@ import math
 import numpy as np
 
 from tfcompress._keras import keras
-from tfcompress.detection.loss import YoloLoss, encode_targets
+from tfcompress.detection.loss import YoloLoss, encode_scales, encode_targets
 
 
 def fit_detector(model, images, boxes, labels, *, epochs=10, batch_size=32, learning_rate=2e-3,
-                 loss=None, verbose=0, callbacks=None):
+                 loss=None, verbose=0, callbacks=None, strides=None):
     """Encode the targets for ``model``'s grid and train it with Adam and cosine decay.
 
     Args:
@@ -17,6 +17,8 @@ def fit_detector(model, images, boxes, labels, *, epochs=10, batch_size=32, lear
         images, boxes, labels: training data (see :func:`tfcompress.detection.multi_mnist`).
         epochs, batch_size, learning_rate: the schedule decays the rate to 2 % over all steps.
         loss: a :class:`YoloLoss` (default weights if None).
+        strides: for a multi-scale detector with a packed ``(N, cells, 5 + C)`` output, its
+            strides (finest first); the targets then come from :func:`encode_scales`.
 
     Returns:
         The Keras ``History``.
@@ -26,8 +28,12 @@ def fit_detector(model, images, boxes, labels, *, epochs=10, batch_size=32, lear
     if num_classes < 1:
         raise ValueError(f"The model output {model.output_shape} has no class channels; expected "
                          "(N, Gh, Gw, 5 + num_classes).")
-    y = encode_targets(boxes, labels, input_shape=images.shape[1:3],
-                       grid_shape=model.output_shape[1:3], num_classes=num_classes)
+    if strides is not None:
+        y = encode_scales(boxes, labels, input_shape=images.shape[1:3], strides=strides,
+                          num_classes=num_classes)
+    else:
+        y = encode_targets(boxes, labels, input_shape=images.shape[1:3],
+                           grid_shape=model.output_shape[1:3], num_classes=num_classes)
     steps = max(1, epochs * math.ceil(len(images) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
     model.compile(keras.optimizers.Adam(schedule), loss or YoloLoss())

@@ -1,6 +1,8 @@
 """Implementation of :mod:`tfcompress.distill`."""
 
 from tfcompress._keras import keras, tf
+from tfcompress.inspection import check_tf_keras_model
+from tfcompress.training import Trainer
 
 
 def _logits(outputs, from_logits):
@@ -30,7 +32,7 @@ def attention_map(features):
     return tf.math.l2_normalize(a, axis=-1)
 
 
-class Distiller(keras.Model):
+class Distiller(Trainer):
     """A student trained against a frozen teacher.
 
     Args:
@@ -46,17 +48,20 @@ class Distiller(keras.Model):
     ``tf.distribute`` strategies (per-example losses are averaged over the global batch).
     """
 
+    tracked = ("loss", "distillation_loss")
+
     def __init__(self, student, teacher, *, temperature=4.0, alpha=0.9, from_logits=False,
                  feature_pairs=(), beta=1000.0, **kwargs):
-        super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
+        check_tf_keras_model(student, "Distiller (student)")
+        check_tf_keras_model(teacher, "Distiller (teacher)")
         s_shape, t_shape = tuple(student.output_shape[1:]), tuple(teacher.output_shape[1:])
         if s_shape != t_shape:
             raise ValueError(f"Student output {s_shape} and teacher output {t_shape} differ.")
-        self.student = student
+        super().__init__(student, **kwargs)
         self.teacher = teacher
         self.teacher.trainable = False
         self.temperature = float(temperature)
@@ -72,15 +77,16 @@ class Distiller(keras.Model):
                 raise ValueError(f"feature_pairs: {err}") from err
             self._student_feats = keras.Model(student.inputs, [student.output] + s_out)
             self._teacher_feats = keras.Model(teacher.inputs, [teacher.output] + t_out)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.kd_tracker = keras.metrics.Mean(name="distillation_loss")
-
-    def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
 
     @property
-    def metrics(self):
-        return [self.loss_tracker, self.kd_tracker] + super().metrics
+    def student(self):
+        """The network being trained (``self.network``)."""
+        return self.network
+
+    def hyperparameters(self):
+        return {"temperature": self.temperature, "alpha": self.alpha,
+                "from_logits": self.from_logits, "beta": self.beta,
+                "feature_pairs": [list(p) for p in self.feature_pairs]}
 
     def compile(self, optimizer="adam", metrics=None, **kwargs):
         """Like ``Model.compile``; the loss is fixed (the KD loss), so ``loss`` is not taken."""
@@ -108,24 +114,28 @@ class Distiller(keras.Model):
             loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
         return loss, tf.nn.compute_average_loss(soft)
 
-    def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def train_update(self, x, y, sample_weight):
         with tf.GradientTape() as tape:
             s_out, t_out, s_feats, t_feats = self._forward(x, True)
             loss, soft = self._distill_losses(y, s_out, t_out, s_feats, t_feats)
         variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return self._update(y, loss, soft, s_out)
+        self.apply_gradients(self.optimizer, tape.gradient(loss, variables), variables)
+        return s_out, self._terms(loss, soft)
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         s_out, t_out, s_feats, t_feats = self._forward(x, False)
         loss, soft = self._distill_losses(y, s_out, t_out, s_feats, t_feats)
-        return self._update(y, loss, soft, s_out)
+        return self.report(self._terms(loss, soft), y, s_out)
 
-    def _update(self, y, loss, soft, s_out):
+    @staticmethod
+    def _terms(loss, soft):
+        # The losses are averaged over the global batch (compute_average_loss); scale back to
+        # a per-replica mean so the logged value does not depend on the replica count.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self.loss_tracker.update_state(loss * replicas)       # back to a per-replica mean
-        self.kd_tracker.update_state(soft * replicas)
-        self.compiled_metrics.update_state(y, s_out)
-        return {m.name: m.result() for m in self.metrics}
+        return {"loss": loss * replicas, "distillation_loss": soft * replicas}
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)    # sample weights are not used
+        y_pred, terms = self.train_update(x, y, None)
+        return self.report(terms, y, y_pred)

@@ -13,16 +13,23 @@ arXiv 1811.12755), following the book's section 3.5 equations as the method card
   ``L_P = lambda/2 sum_j ||C_hat_j - W_j o (C + eta dC_hat_j)||^2`` with
   ``dC_hat_j = dL_S/dC_hat_j`` at the current step (two nested tapes; ``C_hat`` and
   ``dC_hat`` are constants inside ``L_P``), so autodiff gives the book's ``dC`` and ``dW``.
+  With ``center_weight = gamma > 0`` it adds the paper's optional centre loss
+  ``L_C = gamma/2 mean_m ||f_m - c_{y_m}||^2`` on the deep features ``f`` (default: the input
+  of the last ``Dense`` layer), with class centres moved by Wen et al.'s (ECCV 2016) rule
+  (:class:`tfcompress.losses.CenterLoss`): ``L = L_S + L_P + L_C``.
 - :class:`ProgressiveBinarization` switches every PCNN layer from ternary to binary at a
   chosen epoch (the ternary stage initializes the binary one, same variables).
 
-Not implemented from the paper: the optional center loss, and separate learning rates for
-``C`` and ``W`` (use one optimizer, or a larq ``CaseOptimizer``).
+Not implemented from the paper: separate learning rates for ``C`` and ``W`` (use one
+optimizer, or a larq ``CaseOptimizer``). The card did not recover ``gamma`` or ``eta``
+(their defaults here are ours).
 """
 
 from tfcompress._keras import keras, tf
-from tfcompress.layers.quant import pad_same
+from tfcompress.layers.quant import bias_and_activation, pad_same
+from tfcompress.losses import CenterLoss, with_features
 from tfcompress.quantizers.base import hard_sign
+from tfcompress.training import Trainer, unwrap
 
 BINARY, TERNARY = 1, 0
 
@@ -44,19 +51,37 @@ def _ste(value, pre, clip=1.0):
 class PCNNConv2D(keras.layers.Layer):
     """Projection convolution with ``projections`` (J) learnable projections.
 
+    Takes ``Conv2D``'s arguments (same names, order and meaning) plus PCNN's own:
+
     Args:
         filters: output channels; must be divisible by ``projections``.
         kernel_size, strides, padding, dilation_rate: as ``Conv2D`` (padding of the binary
             input uses +1 when ``padding="same"`` so it stays binary).
+        data_format: only ``"channels_last"`` (or None); groups: only 1 — the projected
+            binary kernels are applied as one dense convolution, so anything else raises.
+        activation, use_bias, bias_initializer, bias_regularizer, bias_constraint,
+            activity_regularizer: as ``Conv2D``, applied after the binary convolution
+            (default ``use_bias=False``, like larq's binary layers: a BatchNormalization
+            usually follows).
+        kernel_initializer, kernel_regularizer: for the latent kernels ``C``.
+        kernel_constraint: for ``C``; default ``"weight_clip"`` (``[-1, 1]``, the PCNN STE's
+            range).
         projections: J in {1, 2, 4, ...}.
         binarize_input: sign-binarize the input (ste_sign); False for a first layer.
         mode: ``"binary"`` or ``"ternary"`` (progressive optimization starts ternary).
+
+    Raises:
+        ValueError: bad ``filters``/``projections``, an unknown ``mode``, a padding other than
+            valid/same, ``data_format="channels_first"`` or ``groups != 1``.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 projections=1, binarize_input=True, mode="binary",
-                 kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=False,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint="weight_clip", bias_constraint=None, *, projections=1,
+                 binarize_input=True, mode="binary", **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(projections, int) or projections < 1:
             raise ValueError(f"projections must be a positive int, got {projections!r}.")
         if not isinstance(filters, int) or filters < 1 or filters % projections:
@@ -66,26 +91,48 @@ class PCNNConv2D(keras.layers.Layer):
             raise ValueError(f"mode must be 'binary' or 'ternary', got {mode!r}.")
         if padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"PCNNConv2D supports data_format='channels_last' only, got "
+                             f"{data_format!r}; transpose the input to NHWC.")
+        if groups != 1:
+            raise ValueError(f"PCNNConv2D supports groups=1 only, got {groups!r}: the J projected "
+                             "binary kernels are applied as one dense convolution.")
         self.filters = filters
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
         self.padding = padding
+        self.data_format = "channels_last"
+        self.groups = 1
         self.projections = projections
         self.binarize_input = bool(binarize_input)
         self.initial_mode = mode
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
 
     def build(self, input_shape):
         kh, kw = self.kernel_size
         self.kernel = self.add_weight(
             name="kernel", shape=(kh, kw, input_shape[-1], self.filters // self.projections),
-            initializer=self.kernel_initializer, constraint=lambda v: tf.clip_by_value(v, -1.0, 1.0))
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
         self.projection = self.add_weight(name="projection", shape=(self.projections, kh, kw, 1, 1),
                                           initializer="ones")
         self.mode = self.add_weight(
             name="mode", shape=(), dtype=tf.int32, trainable=False,
             initializer=keras.initializers.Constant(BINARY if self.initial_mode == "binary" else TERNARY))
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,),
+                                        initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
         super().build(input_shape)
 
     def tfcompress_precisions(self):
@@ -122,15 +169,26 @@ class PCNNConv2D(keras.layers.Layer):
         kernels = self.projected_kernels()
         self._last_kernels = kernels   # read by PCNNTrainer inside the same traced step
         kernel = tf.concat(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
-        return tf.nn.conv2d(x, kernel, strides=self.strides, padding=padding,
-                            dilations=self.dilation_rate)
+        out = tf.nn.conv2d(x, kernel, strides=self.strides, padding=padding,
+                           dilations=self.dilation_rate)
+        return bias_and_activation(self, out)
 
     def get_config(self):
+        ser = keras.utils.serialize_keras_object
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "padding": self.padding,
-                "dilation_rate": self.dilation_rate, "projections": self.projections,
-                "binarize_input": self.binarize_input, "mode": self.initial_mode,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+                "strides": self.strides, "padding": self.padding, "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate, "groups": self.groups,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": ser(self.kernel_regularizer),
+                "bias_regularizer": ser(self.bias_regularizer),
+                "activity_regularizer": ser(self.activity_regularizer),
+                "kernel_constraint": ser(self.kernel_constraint),
+                "bias_constraint": ser(self.bias_constraint),
+                "projections": self.projections, "binarize_input": self.binarize_input,
+                "mode": self.initial_mode}
 
 
 def pcnn_layers(model):
@@ -139,7 +197,7 @@ def pcnn_layers(model):
     return [layer for layer in iter_layers(model) if isinstance(layer, PCNNConv2D)]
 
 
-class PCNNTrainer(keras.Model):
+class PCNNTrainer(Trainer):
     """Train ``model`` with the PCNN projection loss. ``trainer.fit(...)`` updates ``model``'s
     weights; save, evaluate and convert ``model`` itself (the trainer adds no weights).
 
@@ -147,26 +205,55 @@ class PCNNTrainer(keras.Model):
         model: a Keras model containing :class:`PCNNConv2D` layers.
         lam: lambda of ``L_P`` (the paper sweeps 1e-3..1e-5 and uses 1e-4).
         eta: step ``eta`` inside ``L_P``.
+        center_weight: gamma of the optional centre loss ``L_C`` (0: off, the default).
+        feature_layer: name of the layer whose output is the deep feature ``f`` of ``L_C``
+            (default: the input of the last ``Dense`` layer).
+        center_alpha: the centres' learning rate alpha (Wen et al.: 0.5).
+        num_classes: rows of the centre table (default: the model's last output dimension).
+
+    With ``center_weight > 0`` each step also moves the centres of the classes in the batch
+    (:meth:`tfcompress.losses.CenterLoss.update_centers`, on the step's features); the centres
+    are the trainer's ``center_loss.centers`` weight.
+
+    Raises:
+        ValueError: no PCNNConv2D layer, a negative ``lam``/``eta``/``center_weight``, an
+            unknown ``feature_layer`` or no ``Dense`` layer to take the features from.
     """
 
-    def __init__(self, model, lam=1e-4, eta=1e-2, **kwargs):
-        super().__init__(**kwargs)
-        self.model = model
+    tracked = ("projection_loss", "center_loss")
+
+    def __init__(self, model, lam=1e-4, eta=1e-2, *, center_weight=0.0, feature_layer=None,
+                 center_alpha=0.5, num_classes=None, **kwargs):
+        super().__init__(model, **kwargs)
         self.layers_ = pcnn_layers(model)
         if not self.layers_:
             raise ValueError("PCNNTrainer: the model has no PCNNConv2D layer.")
         if lam < 0 or eta < 0:
             raise ValueError("lam and eta must be >= 0.")
+        if isinstance(center_weight, bool) or not isinstance(center_weight, (int, float)) \
+                or center_weight < 0:
+            raise ValueError(f"center_weight must be a number >= 0, got {center_weight!r}.")
         self.lam = float(lam)
         self.eta = float(eta)
-        self.projection_loss_tracker = keras.metrics.Mean(name="projection_loss")
-
-    def call(self, inputs, training=None):
-        return self.model(inputs, training=training)
+        self.feature_layer = feature_layer
+        self.center_loss = None
+        if center_weight > 0:
+            self._with_feats = with_features(model, feature_layer, "PCNNTrainer")
+            classes = int(num_classes or model.output_shape[-1])
+            self.center_loss = CenterLoss(classes, center_weight, center_alpha,
+                                          name="center_loss_centers")
 
     @property
-    def metrics(self):
-        return super().metrics + [self.projection_loss_tracker]
+    def model(self):
+        """The network being trained (``self.network``)."""
+        return self.network
+
+    def hyperparameters(self):
+        hp = {"lam": self.lam, "eta": self.eta, "center_weight": 0.0}
+        if self.center_loss is not None:
+            hp.update(center_weight=self.center_loss.weight, center_alpha=self.center_loss.alpha,
+                      feature_layer=self.feature_layer, num_classes=self.center_loss.num_classes)
+        return hp
 
     def projection_loss(self, kernels, grads):
         loss = 0.0
@@ -179,29 +266,26 @@ class PCNNTrainer(keras.Model):
                 i += 1
         return loss
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    def train_update(self, x, y, sample_weight):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                y_pred = self.model(x, training=True)
-                ls = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.model.losses)
+                if self.center_loss is None:
+                    y_pred, feats = self.network(x, training=True), None
+                else:
+                    y_pred, feats = self._with_feats(x, training=True)
+                ls = self.compiled_loss(y, y_pred, sample_weight,
+                                        regularization_losses=self.network.losses)
                 kernels = [k for layer in self.layers_ for k in layer._last_kernels]
             dk = inner.gradient(ls, kernels)
             dk = [tf.zeros_like(k) if g is None else g for k, g in zip(kernels, dk)]
             lp = self.projection_loss(kernels, dk)
-            loss = ls + lp
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(outer.gradient(loss, variables), variables))
-        self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        self.projection_loss_tracker.update_state(lp)
-        return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self.model(x, training=False)
-        self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.model.losses)
-        self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        return {m.name: m.result() for m in self.metrics if m is not self.projection_loss_tracker}
+            lc = tf.constant(0.0) if feats is None else self.center_loss([feats, y])
+            loss = ls + lp + lc
+        variables = self.network.trainable_variables
+        self.apply_gradients(self.optimizer, outer.gradient(loss, variables), variables)
+        if feats is not None:
+            self.center_loss.update_centers(feats, y)
+        return y_pred, {"projection_loss": lp, "center_loss": lc}
 
 
 class ProgressiveBinarization(keras.callbacks.Callback):
@@ -218,8 +302,7 @@ class ProgressiveBinarization(keras.callbacks.Callback):
         self.switch_epoch = switch_epoch
 
     def on_train_begin(self, logs=None):
-        model = self.model.model if isinstance(self.model, PCNNTrainer) else self.model
-        self._layers = pcnn_layers(model)
+        self._layers = pcnn_layers(unwrap(self.model))
         if not self._layers:
             raise ValueError("ProgressiveBinarization: the model has no PCNNConv2D layer.")
 

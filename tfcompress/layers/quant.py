@@ -36,6 +36,16 @@ def pad_same(x, kernel_size, strides, dilation_rate, value):
                   constant_values=value)
 
 
+def bias_and_activation(layer, outputs):
+    """A conv layer's epilogue: ``bias_add`` when ``layer.use_bias``, then ``layer.activation``
+    (shared by the method layers that compute their own convolution)."""
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, layer.bias)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
 def binary_kernel_precisions(input_quantizer):
     """``tfcompress_precisions()`` of a layer with a 1-bit kernel and an optional input
     quantizer (1 bit unless the quantizer says otherwise)."""

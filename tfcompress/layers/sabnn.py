@@ -25,7 +25,8 @@ import larq as lq
 
 from tfcompress._keras import keras, tf
 from tfcompress.layers.quant import (
-    QuantConv2D, add_param as _add_param, binary_kernel_precisions, pad_same, resolve_quantizers,
+    QuantConv2D, add_param as _add_param, bias_and_activation, binary_kernel_precisions, pad_same,
+    resolve_quantizers,
 )
 
 
@@ -88,11 +89,7 @@ class SAConv2D(QuantConv2D):
         conv = lambda k: tf.nn.conv2d(x, k, strides=self.strides, padding=padding,  # noqa: E731
                                       dilations=self.dilation_rate)
         outputs = conv(a * sw_) + b * conv(ones)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return bias_and_activation(self, outputs)
 
     def tfcompress_precisions(self):
         return binary_kernel_precisions(self.input_quantizer)

@@ -4,6 +4,7 @@ import numpy as np
 
 from tfcompress._keras import keras
 from tfcompress.errors import TfcompressError
+from tfcompress.inspection import check_tf_keras_model
 
 
 class DecompositionError(TfcompressError, ValueError):
@@ -164,6 +165,7 @@ def decompose(model, *, rank_ratio=None, energy=None, param_ratio=None, method="
         DecompositionError: no or several rank options, ratio outside (0, 1], unknown method,
             a named layer that is missing or not decomposable.
     """
+    check_tf_keras_model(model, "lowrank.decompose", DecompositionError)
     _check_options(rank_ratio, energy, param_ratio, method)
     by_name = {la.name: la for la in model.layers}
     if layers is not None:

@@ -7,6 +7,7 @@ import numpy as np
 
 from tfcompress._keras import keras
 from tfcompress.errors import TfcompressError
+from tfcompress.inspection import check_tf_keras_model
 
 _KINDS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -99,20 +100,17 @@ class BitPlan:
         return "\n".join(lines)
 
     def plot(self, path):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure   # no pyplot: the user's backend stays as it is
 
         names = [r["name"] for r in self.layers]
-        fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3))
+        fig = Figure(figsize=(max(4, 0.5 * len(names) + 2), 3))
+        ax = fig.subplots()
         ax.bar(range(len(names)), [r["bits"] for r in self.layers], color="tab:blue")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("bits")
         ax.set_title(f"{self.method}: {self.size_bytes / 1024:.1f} KiB")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
 
@@ -186,6 +184,7 @@ def ompq(model, x_sample, *, bit_choices=(2, 4, 8), size_budget_kb, beta=10.0, k
     ``x_sample``: one small batch of real inputs (the official code uses 32 images; at most
     ``max_examples`` are used). ``beta``: 10 in the paper's QAT example, 100 for its PTQ runs.
     """
+    check_tf_keras_model(model, "ompq", MixedPrecisionError)
     if size_budget_kb is None or not size_budget_kb > 0:
         raise MixedPrecisionError(f"size_budget_kb must be > 0, got {size_budget_kb!r}.")
     x = np.asarray(x_sample)[:max_examples]

@@ -11,10 +11,19 @@ for the binarized ones).
 - :func:`ASDANet`: amplitude suppression + direction activation (card 6.3, [A/D])
 - :func:`BinaryWaveNet`: 1-bit WaveNet with Bi-Real or PCNN binarization (card 6.1, [D])
 - :func:`TinyYOLO`: anchor-free single-scale YOLO-style detector (float or binary backbone)
+- larq-zoo's ImageNet BNNs (:mod:`tfcompress.models.larqzoo`, architectures only):
+  :func:`QuickNet`, :func:`QuickNetSmall`, :func:`QuickNetLarge`, :func:`BinaryResNetE18`,
+  :func:`BinaryDenseNet28`, :func:`BinaryDenseNet37`, :func:`RealToBinaryNet` (``LARQ_ZOO``)
 """
 
-from tfcompress.models.asda import ASDAConv2D, ASDANet
-from tfcompress.models.dabnn import DABNN, DAConv2D
+from tfcompress.layers.asda import ASDAConv2D  # the layer lives in tfcompress.layers
+from tfcompress.models.asda import ASDANet
+from tfcompress.layers.dabnn import DAConv2D
+from tfcompress.models.dabnn import DABNN
+from tfcompress.models.larqzoo import (
+    LARQ_ZOO, BinaryDenseNet28, BinaryDenseNet37, BinaryResNetE18, QuickNet, QuickNetLarge,
+    QuickNetSmall, RealToBinaryNet,
+)
 from tfcompress.models.resnet import BiRealNet, BinaryResNet
 from tfcompress.models.wavenet import BinaryWaveNet, GatedActivation
 from tfcompress.models.xnornet import XNORNet
@@ -27,4 +36,6 @@ CLASSIFIERS = {
 }
 
 __all__ = ["ASDAConv2D", "ASDANet", "BiRealNet", "BinaryResNet", "BinaryWaveNet", "CLASSIFIERS",
-           "DABNN", "DAConv2D", "GatedActivation", "TinyYOLO", "XNORNet"]
+           "DABNN", "DAConv2D", "GatedActivation", "TinyYOLO", "XNORNet",
+           "LARQ_ZOO", "BinaryDenseNet28", "BinaryDenseNet37", "BinaryResNetE18", "QuickNet",
+           "QuickNetLarge", "QuickNetSmall", "RealToBinaryNet"]

@@ -21,15 +21,15 @@ decoding ops), so it converts to int8 TFLite or LCE like any classifier.
   unbalanced distribution Q-YOLO's histogram calibration targets).
 - ``"bireal"`` / ``"dabnn"`` / ``"asda"``: a real stem (conv3x3 -> BN) then six binary 3x3
   convolutions with one real shortcut each (Bi-Real topology, AvgPool + real 1x1 downsampling
-  shortcuts): larq Bi-Real convolutions, :class:`~tfcompress.models.DAConv2D` (card 6.2 [D]) or
-  :class:`~tfcompress.models.ASDAConv2D` (card 6.3 [A/D]). The head stays real, as the ASDA
+  shortcuts): larq Bi-Real convolutions, :class:`~tfcompress.layers.DAConv2D` (card 6.2 [D]) or
+  :class:`~tfcompress.layers.ASDAConv2D` (card 6.3 [A/D]). The head stays real, as the ASDA
   card keeps detector heads in full precision; convert with ``target="lce"``.
 """
 
 from tfcompress._keras import keras
 from tfcompress.models._common import bn, binary_conv, check_choice, check_int, real_shortcut
-from tfcompress.models.asda import ASDAConv2D
-from tfcompress.models.dabnn import DAConv2D
+from tfcompress.layers.asda import ASDAConv2D
+from tfcompress.layers.dabnn import DAConv2D
 
 STRIDE = 8
 BACKBONES = ("float", "bireal", "dabnn", "asda")

@@ -13,18 +13,25 @@ operations, search strategies as Keras callbacks, and derived plain Keras models
 
 Strategies (``get_strategy(name, space, ...)``):
 
-- :class:`DARTS` — first-order DARTS: an Adam(6e-4) step on alpha per training batch, on the
-  strategy's own validation split. :class:`PCDARTS` — the same on a partial-channel space
+- :class:`DARTS` — DARTS: an Adam(6e-4) step on alpha per training batch, on the strategy's
+  own validation split; first order, or ``order=2`` (the unrolled gradient with the
+  finite-difference Hessian-vector product, ``train_data=`` the weights' split). :class:`PCDARTS` — the same on a partial-channel space
   (``DartsSpace(partial_channels=4)``) with edge normalization and a 15-epoch warm-up.
 - :class:`IDARTS` — PC-DARTS with alpha/beta backtracking (the card's reconstruction, ❓).
 - :class:`ABanditNAS` — anti-bandit sampling (LCB) and pruning (UCB) every ``K * T`` epochs,
-  optionally with FGSM adversarial training.
+  optionally with FGSM adversarial training; its 9-op space with the defensive ops (Gabor
+  filter, denoising block) is ``DartsSpace(primitives=ABANDIT_PRIMITIVES)``, and
+  :meth:`ABanditNAS.robustness` / :func:`robust_accuracy` give the FGSM/PGD accuracy.
 - :class:`BNAS` — PC-DARTS on a binarized space with performance-based op abandoning every
   ``K * T`` epochs (score formula reconstructed, 🟡). :class:`BDetNAS` — BNAS on a detection
   supernet (``space.build(..., head="detection")``: binarized DARTS backbone + TinyYOLO head,
-  YOLO loss for weights and alpha, sub-networks scored by mAP@0.5); card B5's proposal (❓).
-- :class:`Evolution` — unsupervised evolution with a contrastive (NT-Xent) fitness and op
-  elimination: a reduced FaUNAE (see :mod:`tfcompress.nas.evolution`).
+  or ``head="detection2"``: a two-scale head, boxes decoded per scale with
+  ``space.grid_strides()``; YOLO loss for weights and alpha, sub-networks scored by mAP@0.5);
+  card B5's proposal (❓).
+- :class:`Evolution` — unsupervised evolution of a population of architectures with a
+  contrastive fitness (MoCo: momentum key encoder, FIFO queue of negatives, InfoNCE; or
+  SimCLR's NT-Xent) and op elimination: FaUNAE as far as the card recovers it (see
+  :mod:`tfcompress.nas.evolution`, :mod:`tfcompress.nas.moco`).
 
 Scale-out. The supernet is a Keras model, so ``tf.distribute`` applies unchanged; build it and
 create the strategy callback inside the distribution scope::
@@ -40,24 +47,33 @@ same script on every worker with ``TF_CONFIG`` set (``{"cluster": {"worker": ["h
 "host2:port"]}, "task": {"type": "worker", "index": i}}``), build and compile inside
 ``strategy.scope()``, give ``fit`` a ``tf.data.Dataset`` (it is sharded per worker; set
 ``options.experimental_distribute.auto_shard_policy`` to ``DATA`` for in-memory data), and let
-only worker 0 write checkpoints, the genotype and TensorBoard logs. The architecture step runs
-``strategy.run`` on the same validation batch on every replica with the loss divided by the
-replica count, so every worker applies the same all-reduced update; the strategies' numpy
-bookkeeping (ABanditNAS, BNAS, Evolution) draws from a seeded generator, identical on every
-worker as long as the ``seed`` is the same. Trial-level search (many derived models) can use
+only worker 0 keep checkpoints, the genotype and TensorBoard logs, but call ``save`` /
+``save_weights`` / ``get_weights`` on every worker (reading the supernet's per-worker
+BatchNormalization statistics is an all-reduce; give the other workers a temporary path).
+The architecture step runs ``strategy.run`` on the same validation batch on every replica
+(same ``seed``, and the same ``tf.random`` global seed or none on every worker) with the loss
+divided by the replica count, so every worker applies the same all-reduced update; the
+strategies' numpy bookkeeping (ABanditNAS, BNAS, Evolution) draws from a seeded generator,
+identical on every worker as long as the ``seed`` is the same, and is checked to agree once per
+epoch. ``tf.keras.callbacks.BackupAndRestore`` resumes an interrupted search: the strategy's
+state (``get_state``) is part of the supernet's checkpoints; list the strategy before it in
+``callbacks``. ``tests/distributed`` runs a BNAS search on two workers, interrupted and
+resumed, against a single-process run. Trial-level search (many derived models) can use
 KerasTuner's distributed mode instead.
 """
 
-from tfcompress.nas.adversarial import fgsm_examples
+from tfcompress.nas.adversarial import fgsm_examples, pgd_examples, robust_accuracy
 from tfcompress.nas.bandit import ABanditNAS, bandit_schedule, lcb, lcb_probs, ucb
 from tfcompress.nas.bnas import BNAS, BDetNAS
 from tfcompress.nas.darts import DARTS, IDARTS, PCDARTS, rank_gate
+from tfcompress.nas.defense import DEFENSIVE_OPS, GaborConv2D, NonLocalMeans, gabor_kernel
 from tfcompress.nas.evolution import Evolution, augment, nt_xent
 from tfcompress.nas.genotype import Genotype, select_cell
-from tfcompress.nas.ops import PRIMITIVES, channel_shuffle
+from tfcompress.nas.moco import KeyQueue, MoCo, info_nce
+from tfcompress.nas.ops import ABANDIT_PRIMITIVES, PRIMITIVES, channel_shuffle
 from tfcompress.nas.plot import plot_genotype
 from tfcompress.nas.space import DartsSpace
-from tfcompress.nas.strategy import SearchStrategy
+from tfcompress.nas.strategy import SearchStrategy, StrategyState
 from tfcompress.nas.supernet import Supernet, masked_softmax
 
 STRATEGIES = {cls.name.lower(): cls for cls in (DARTS, PCDARTS, IDARTS, ABanditNAS, BNAS, BDetNAS,
@@ -78,8 +94,10 @@ def get_strategy(identifier, space, *args, **kwargs):
 
 
 __all__ = [
-    "ABanditNAS", "BDetNAS", "BNAS", "DARTS", "DartsSpace", "Evolution", "Genotype", "IDARTS",
-    "PCDARTS", "PRIMITIVES", "STRATEGIES", "SearchStrategy", "Supernet", "augment",
-    "bandit_schedule", "channel_shuffle", "fgsm_examples", "get_strategy", "lcb", "lcb_probs",
-    "masked_softmax", "nt_xent", "plot_genotype", "rank_gate", "select_cell", "ucb",
+    "ABANDIT_PRIMITIVES", "ABanditNAS", "BDetNAS", "BNAS", "DARTS", "DEFENSIVE_OPS",
+    "DartsSpace", "Evolution", "GaborConv2D", "Genotype", "IDARTS", "KeyQueue", "MoCo",
+    "NonLocalMeans", "PCDARTS", "PRIMITIVES", "STRATEGIES", "SearchStrategy", "StrategyState",
+    "Supernet", "augment", "bandit_schedule", "channel_shuffle", "fgsm_examples",
+    "gabor_kernel", "get_strategy", "info_nce", "lcb", "lcb_probs", "masked_softmax", "nt_xent",
+    "pgd_examples", "plot_genotype", "rank_gate", "robust_accuracy", "select_cell", "ucb",
 ]

@@ -13,14 +13,20 @@ validation subset updates every sampled op (book Eqs. 4.9-4.13):
 - after every ``K * T`` epochs of this phase (``K``: ops still alive on an edge), remove on
   every edge ``argmin_k s_U(o_k)``, ``s_U = m_k + sqrt(2 ln N / n_k)``, until one is left.
 
-The removal epochs are :func:`bandit_schedule`. Not done: the card's extra defensive ops
-(Gabor filter, denoising block) and BN recalibration before measuring ``a``.
+The removal epochs are :func:`bandit_schedule`.
+
+Search space: ABanditNAS' 9 ops per edge, with its defensive ops (a Gabor filter and a
+denoising block, :mod:`tfcompress.nas.defense`), are
+``DartsSpace(ops="float", primitives=ABANDIT_PRIMITIVES)``; any other space works too.
+Adversarial evaluation of the derived model: :meth:`ABanditNAS.robustness` (clean, FGSM and
+PGD-k accuracy, :func:`~tfcompress.nas.adversarial.robust_accuracy`). Not done: BN
+recalibration before measuring ``a``.
 """
 
 import numpy as np
 
-from tfcompress.nas.adversarial import fgsm_examples
-from tfcompress.nas.strategy import Forward, SearchStrategy, exclude_mask, fixed_arrays
+from tfcompress.nas.adversarial import fgsm_examples, robust_accuracy
+from tfcompress.nas.strategy import Forward, SearchStrategy, StrategyState, exclude_mask, fixed_arrays
 from tfcompress.nas.supernet import CELL_TYPES
 
 
@@ -78,6 +84,8 @@ class ABanditNAS(SearchStrategy):
     """
 
     name = "ABanditNAS"
+    state_fields = StrategyState(cells={"m": float, "n": np.int64, "choice": np.int64},
+                                 ints=("since_prune",), records=("history",), rng=True)
 
     def __init__(self, space, validation_data, *, rounds=1, lam=0.7, exclude=("none",),
                  eval_size=1024, adversarial=False, epsilon=8 / 255, input_range=None, seed=0,
@@ -176,21 +184,13 @@ class ABanditNAS(SearchStrategy):
         model = self.supernet
         return {t: np.where(model.alive(t) & (self.n[t] > 0), self.m[t], -np.inf) for t in CELL_TYPES}
 
-    def get_state(self):
-        state = super().get_state()
-        state.update({"m": {t: self.m[t].tolist() for t in CELL_TYPES},
-                      "n": {t: self.n[t].tolist() for t in CELL_TYPES},
-                      "choice": {t: self.choice[t].tolist() for t in CELL_TYPES},
-                      "since_prune": self.since_prune, "rng": self.rng.bit_generator.state,
-                      "history": [list(h) for h in self.history]})
-        return state
+    def robustness(self, model, x, y, *, epsilon=None, pgd_steps=7, pgd_step_size=None,
+                   attacks=("clean", "fgsm", "pgd"), **kwargs):
+        """ABanditNAS' adversarial evaluation: accuracy of ``model`` (usually the derived,
+        retrained network) on ``(x, y)`` clean and under FGSM and PGD-``pgd_steps`` attacks of
+        radius ``epsilon`` (default: the search's), clipped to the search's ``input_range``.
+        See :func:`~tfcompress.nas.adversarial.robust_accuracy`; returns ``{attack: accuracy}``."""
+        return robust_accuracy(model, x, y, epsilon=self.epsilon if epsilon is None else epsilon,
+                               attacks=attacks, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+                               input_range=self.input_range, **kwargs)
 
-    def _set_counters(self, state):
-        super()._set_counters(state)
-        for t in CELL_TYPES:
-            self.m[t] = np.asarray(state["m"][t], float)
-            self.n[t] = np.asarray(state["n"][t], np.int64)
-            self.choice[t] = np.asarray(state["choice"][t], np.int64)
-        self.since_prune = int(state["since_prune"])
-        self.rng.bit_generator.state = state["rng"]
-        self.history = [tuple(h) for h in state.get("history", [])]

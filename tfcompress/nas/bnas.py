@@ -1,5 +1,5 @@
 """BNAS: binarized neural architecture search (Chen et al., AAAI 2020, arXiv 1911.10862; card B4),
-and BDetNAS, BNAS on a detection supernet (card B5, a proposal).
+and BDetNAS, BNAS on a detection supernet with a one- or two-scale head (card B5, a proposal).
 
 BNAS searches a DARTS space whose convolutions are binarized (``DartsSpace(ops="binary")``,
 with ``partial_channels=4`` for the paper's channel sampling). The supernet is trained as in
@@ -24,8 +24,8 @@ import numpy as np
 
 from tfcompress.nas.bandit import bandit_schedule, ucb
 from tfcompress.nas.darts import DARTS
-from tfcompress.nas.strategy import Forward, exclude_mask, fixed_arrays
-from tfcompress.nas.supernet import CELL_TYPES
+from tfcompress.nas.strategy import Forward, StrategyState, exclude_mask, fixed_arrays
+from tfcompress.nas.supernet import CELL_TYPES, DETECTION_HEADS
 
 
 class BNAS(DARTS):
@@ -49,6 +49,8 @@ class BNAS(DARTS):
     """
 
     name = "BNAS"
+    state_fields = StrategyState(cells={"m": float, "n": np.int64}, ints=("since_prune",),
+                                 records=("removed",), rng=True)
 
     def __init__(self, space, validation_data, *, rounds=1, warmup_epochs=1, samples=4,
                  criterion="ucb", exclude=("none",), eval_size=512, arch_steps=True, score_fn=None,
@@ -160,23 +162,6 @@ class BNAS(DARTS):
             model.set_alive(t, alive)
         self.removed.append((epoch, removed))
 
-    def get_state(self):
-        state = super().get_state()
-        state.update({"m": {t: self.m[t].tolist() for t in CELL_TYPES},
-                      "n": {t: self.n[t].tolist() for t in CELL_TYPES},
-                      "since_prune": self.since_prune, "rng": self.rng.bit_generator.state,
-                      "removed": [[e, r] for e, r in self.removed]})
-        return state
-
-    def _set_counters(self, state):
-        super()._set_counters(state)
-        for t in CELL_TYPES:
-            self.m[t] = np.asarray(state["m"][t], float)
-            self.n[t] = np.asarray(state["n"][t], np.int64)
-        self.since_prune = int(state["since_prune"])
-        self.rng.bit_generator.state = state["rng"]
-        self.removed = [(int(e), r) for e, r in state.get("removed", [])]
-
 
 class BDetNAS(BNAS):
     """BDetNAS: BNAS on a detection supernet (card B5, a design proposal, ❓).
@@ -193,12 +178,17 @@ class BDetNAS(BNAS):
     :class:`BNAS`. ``space.derive(genotype, ...)`` then gives a plain detector (the head comes
     with it) that converts with LCE and is scored by :func:`tfcompress.detection.evaluate`.
 
-    Not in it (the card's proposal leaves them open): a multi-scale (FPN) head and a
-    separate search of the head's cells; the head stays the real-valued TinyYOLO head.
+    Heads: the single-scale TinyYOLO head (``head="detection"``) or a two-scale head
+    (``head="detection2"``, :class:`~tfcompress.nas.supernet.TwoScaleHead`: a YOLOv3-style
+    second, twice finer grid fed by the map entering the last reduction cell and the upsampled
+    coarse map; targets per scale by box size, :func:`tfcompress.detection.encode_scales`;
+    boxes decoded per scale, :func:`tfcompress.detection.decode` with
+    ``strides=space.grid_strides()``). The head is real-valued and not searched (the card's
+    proposal leaves a search of the head open).
 
     Args:
         space: a binary :class:`~tfcompress.nas.DartsSpace` whose last build had
-            ``head="detection"``.
+            ``head="detection"`` or ``head="detection2"``.
         validation_data: the architecture split as ``(images, boxes, labels)`` (per image
             ``(k, 4)`` ``[x1, y1, x2, y2]`` pixel boxes and ``(k,)`` labels, e.g. from
             :func:`tfcompress.detection.multi_mnist`).
@@ -221,11 +211,12 @@ class BDetNAS(BNAS):
     name = "BDetNAS"
 
     def __init__(self, space, validation_data, *, score_fn=None, eval_size=256, **kwargs):
-        from tfcompress.detection.loss import encode_targets
+        from tfcompress.detection.loss import encode_scales, encode_targets
 
-        if space.head != "detection" or space.input_shape is None:
+        if space.head not in DETECTION_HEADS or space.input_shape is None:
             raise ValueError("BDetNAS searches a detection supernet: build it first with "
-                             "space.build(input_shape, num_classes, head='detection').")
+                             "space.build(input_shape, num_classes, head='detection') (or "
+                             "head='detection2' for two scales).")
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 3):
             raise ValueError("BDetNAS validation_data must be (images, boxes, labels): images "
                              "(N, H, W, C), per-image (k, 4) [x1, y1, x2, y2] boxes and (k,) "
@@ -238,20 +229,30 @@ class BDetNAS(BNAS):
         if not len(images) == len(boxes) == len(labels) or len(images) == 0:
             raise ValueError(f"BDetNAS: {len(images)} images, {len(boxes)} box lists and "
                              f"{len(labels)} label lists; need the same, non-zero count.")
-        stride = space.grid_stride()
         h, w = images.shape[1:3]
-        targets = encode_targets(boxes, labels, input_shape=(h, w),
-                                 grid_shape=(h // stride, w // stride),
-                                 num_classes=space.num_classes)
+        head = space.head
+        self.strides = space.grid_strides()
+        if space.head == "detection2":
+            targets = encode_scales(boxes, labels, input_shape=(h, w), strides=self.strides,
+                                    num_classes=space.num_classes)
+        else:
+            stride = self.strides[0]
+            targets = encode_targets(boxes, labels, input_shape=(h, w),
+                                     grid_shape=(h // stride, w // stride),
+                                     num_classes=space.num_classes)
         super().__init__(space, (images, targets), score_fn=score_fn, eval_size=eval_size,
                          **kwargs)
+        self.head = head
         self.eval_boxes = list(boxes[:eval_size])
         self.eval_labels = list(labels[:eval_size])
 
     def _check_head(self, model):
-        if model.head != "detection":
-            raise ValueError("BDetNAS needs a supernet built with head='detection', got a "
-                             f"{model.head!r} head.")
+        if model.head not in DETECTION_HEADS:
+            raise ValueError("BDetNAS needs a supernet built with head='detection' (or "
+                             f"'detection2'), got a {model.head!r} head.")
+        if model.head != self.head:
+            raise ValueError(f"This BDetNAS encoded its targets for a {self.head!r} head; the "
+                             f"supernet has a {model.head!r} head.")
 
     def score(self):
         """mAP@0.5 of the (gated) supernet on the scoring images (or ``score_fn(model)``)."""
@@ -261,6 +262,7 @@ class BDetNAS(BNAS):
         from tfcompress.detection.metrics import mean_average_precision
 
         out = self._forward(self.x_val)
-        dets = decode(out, input_shape=self.x_val.shape[1:3], score_threshold=0.01)
+        strides = self.strides if self.head == "detection2" else None
+        dets = decode(out, input_shape=self.x_val.shape[1:3], score_threshold=0.01, strides=strides)
         return mean_average_precision(dets, self.eval_boxes, self.eval_labels,
                                       backend="tfcompress").map50

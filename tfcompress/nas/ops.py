@@ -5,18 +5,25 @@ supernet wraps the recipe in an :class:`OpLayer`, and :func:`apply_steps` applie
 recipe to a functional tensor when a derived model is built, so a derived model is a flat
 graph of standard Keras and tfcompress layers (serializable, summarizable, LCE-convertible).
 
-The 8 DARTS operations (Liu, Simonyan, Yang, ICLR 2019, arXiv 1806.09055):
+The 8 DARTS operations (Liu, Simonyan, Yang, ICLR 2019, arXiv 1806.09055) and ABanditNAS' two
+defensive ones:
 
-============== ========================================== ===========================================
-name           float (DARTS code)                         binary (BNAS / CP-NAS, book ch. 3)
-============== ========================================== ===========================================
-none           zeros (stride-subsampled)                  same
-skip_connect   identity; FactorizedReduce when stride 2   identity; binary FactorizedReduce
-max_pool_3x3   3x3 max pool                               same
-avg_pool_3x3   3x3 average pool (padding excluded)        same
-sep_conv_kxk   (ReLU, dw kxk, pw 1x1, BN) x 2             binary dw kxk -> BN -> binary 1x1 -> BN
-dil_conv_kxk   ReLU, dw kxk dilation 2, pw 1x1, BN        binary kxk conv, dilation 2 -> BN
-============== ========================================== ===========================================
+================ ========================================== ===========================================
+name             float (DARTS code)                         binary (BNAS / CP-NAS, book ch. 3)
+================ ========================================== ===========================================
+none             zeros (stride-subsampled)                  same
+skip_connect     identity; FactorizedReduce when stride 2   identity; binary FactorizedReduce
+max_pool_3x3     3x3 max pool                               same
+avg_pool_3x3     3x3 average pool (padding excluded)        same
+sep_conv_kxk     (ReLU, dw kxk, pw 1x1, BN) x 2             binary dw kxk -> BN -> binary 1x1 -> BN
+dil_conv_kxk     ReLU, dw kxk dilation 2, pw 1x1, BN        binary kxk conv, dilation 2 -> BN
+gabor_3x3        Gabor dw 3x3, pw 1x1, BN, + shortcut       (float only; ABanditNAS)
+denoising_block  x + BN(pw 1x1(non-local mean(x)))          (float only; ABanditNAS)
+================ ========================================== ===========================================
+
+The last two are ABanditNAS' defensive ops (:mod:`tfcompress.nas.defense`; op names
+``gabor_3x3`` and ``denoising_block``); they are not in the default :data:`PRIMITIVES` (the 8
+DARTS ops) but in :data:`ABANDIT_PRIMITIVES`, ABanditNAS' 9 ops.
 
 Binary convolutions are :class:`tfcompress.layers.QuantConv2D` /
 :class:`~tfcompress.layers.QuantDepthwiseConv2D` with ``ste_sign`` input and kernel quantizers
@@ -30,10 +37,17 @@ with symmetric padding, which DARTS uses.
 
 from tfcompress._keras import keras, tf
 from tfcompress.layers import QuantConv2D, QuantDepthwiseConv2D
+from tfcompress.nas.defense import DEFENSIVE_OPS, defensive_steps
 
 PRIMITIVES = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-ALIASES = {"zero": "none", "identity": "skip_connect"}
+# every op a space may use: the DARTS ops and ABanditNAS' defensive ops (float only)
+ALL_OPS = PRIMITIVES + DEFENSIVE_OPS
+# ABanditNAS' 9 ops per edge (card B1): no 'none', plus the Gabor filter and the denoising block
+ABANDIT_PRIMITIVES = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+                      "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5") + DEFENSIVE_OPS
+ALIASES = {"zero": "none", "identity": "skip_connect", "gab_filt_3x3": "gabor_3x3",
+           "dtp_blok_3x3": "denoising_block"}
 KINDS = ("float", "binary")
 WEIGHT_FREE = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
@@ -48,15 +62,15 @@ def canonical_op(name):
     if not isinstance(name, str):
         raise ValueError(f"Operation names are strings, got {name!r}.")
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in PRIMITIVES:
-        raise ValueError(f"Unknown operation {name!r}; valid operations: {', '.join(PRIMITIVES)} "
+    if key not in ALL_OPS:
+        raise ValueError(f"Unknown operation {name!r}; valid operations: {', '.join(ALL_OPS)} "
                          f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())}).")
     return key
 
 
-def _bn(affine, momentum, name):
+def _bn(affine, momentum, name, **kwargs):
     return keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-5, center=affine,
-                                           scale=affine, name=name)
+                                           scale=affine, name=name, **kwargs)
 
 
 def _bconv(filters, k, name, strides=1, dilation=1, padding="same"):
@@ -168,6 +182,12 @@ def op_steps(name, channels, stride, kind, *, affine=True, momentum=0.9, prefix=
         raise ValueError(f"stride must be 1 or 2, got {stride!r}.")
     binary = kind == "binary"
     p = f"{prefix}_{name}"
+    if name in DEFENSIVE_OPS:
+        if binary:
+            raise ValueError(f"The defensive op {name!r} (ABanditNAS) is real-valued; use it in a "
+                             "float space (DartsSpace(ops='float')).")
+        return defensive_steps(name, channels, stride, affine=affine, momentum=momentum,
+                               prefix=p, bn=_bn)
     if name == "none":
         return [Zero(stride, channels)]
     if name == "skip_connect":
@@ -213,7 +233,7 @@ def step_layers(steps):
     """The Keras layers inside a recipe (for tracking by a containing layer)."""
     out = []
     for step in steps:
-        out += step.layers if isinstance(step, (Factorized, Zero)) else [step]
+        out += [step] if isinstance(step, keras.layers.Layer) else list(step.layers)
     return out
 
 

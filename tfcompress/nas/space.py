@@ -11,7 +11,7 @@ import numpy as np
 from tfcompress._keras import keras, tf
 from tfcompress.nas.genotype import Genotype, check_genotype, num_edges, select_cell
 from tfcompress.nas.ops import KINDS, PRIMITIVES, apply_steps, canonical_op, op_steps, preprocess_steps
-from tfcompress.nas.supernet import CELL_TYPES, HEADS, Supernet, head_layers
+from tfcompress.nas.supernet import CELL_TYPES, DETECTION_HEADS, HEADS, Supernet, head_layers
 
 
 class DartsSpace:
@@ -122,7 +122,10 @@ class DartsSpace:
         :class:`tfcompress.detection.YoloLoss` (``head="detection"``: a YOLO head on the last
         cell's feature map, output ``(N, H / s, W / s, 5 + num_classes)`` with ``s`` = 2 to the
         number of reduction cells; train with :func:`tfcompress.detection.encode_targets`
-        targets and search with :class:`~tfcompress.nas.BDetNAS`). Recompile to change them.
+        targets and search with :class:`~tfcompress.nas.BDetNAS`), or ``head="detection2"``: a
+        two-scale head (:class:`~tfcompress.nas.supernet.TwoScaleHead`, strides
+        :meth:`grid_strides`, output ``(N, cells of both grids, 5 + num_classes)``, targets
+        from :func:`tfcompress.detection.encode_scales`). Recompile to change them.
         """
         shape = self._check_input(input_shape, self.num_cells)
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
@@ -177,6 +180,16 @@ class DartsSpace:
         """The output stride of a detection network: 2 to the number of reduction cells."""
         return 2 ** len(self.reduction_indices(self.num_cells if num_cells is None else num_cells))
 
+    def grid_strides(self, num_cells=None, head=None):
+        """The strides of a detection network's output grids, finest first: ``(S,)`` for
+        ``head="detection"``, ``(S / 2, S)`` for ``"detection2"`` (default: the last build's
+        head), ``S`` = :meth:`grid_stride`."""
+        head = self.head if head is None else head
+        if head not in DETECTION_HEADS:
+            raise ValueError(f"grid_strides is for detection heads {DETECTION_HEADS}, got {head!r}.")
+        s = self.grid_stride(num_cells)
+        return (s // 2, s) if head == "detection2" else (s,)
+
     def derive(self, genotype, num_cells=None, channels=None, num_classes=None, input_shape=None,
                *, head=None, compile=True, name="derived"):
         """A plain functional Keras model with only the genotype's ops.
@@ -191,7 +204,8 @@ class DartsSpace:
             genotype: a :class:`Genotype` that fits this space (see :meth:`validate`).
             num_cells, channels: depth and initial width (default: the space's).
             num_classes, input_shape: default: those of the last :meth:`build`.
-            head: ``"classifier"`` or ``"detection"`` (default: that of the last :meth:`build`).
+            head: ``"classifier"``, ``"detection"`` or ``"detection2"`` (default: that of the
+                last :meth:`build`).
             compile: compile like :meth:`build`.
         """
         self.validate(genotype)
@@ -222,7 +236,7 @@ def _compile(model, kind, head="classifier"):
         opt = keras.optimizers.Adam(1e-3)
     else:
         opt = keras.optimizers.SGD(0.025, momentum=0.9, global_clipnorm=5.0)
-    if head == "detection":
+    if head in DETECTION_HEADS:
         from tfcompress.detection.loss import YoloLoss
 
         model.compile(opt, YoloLoss())
@@ -241,7 +255,10 @@ def _functional(genotype, space, num_cells, channels, num_classes, input_shape, 
     s0 = s1 = x
     c, red_prev = channels, False
     reductions = space.reduction_indices(num_cells)
+    fine, fine_index = None, reductions[-1] if reductions else 0
     for i in range(num_cells):
+        if i == fine_index:
+            fine = s1                      # the map entering the last reduction cell
         red = i in reductions
         if red:
             c *= 2
@@ -261,5 +278,6 @@ def _functional(genotype, space, num_cells, channels, num_classes, input_shape, 
         out = [states[s] for s in concat]
         s0, s1 = s1, (keras.layers.Concatenate(name=f"cell{i}_out")(out) if len(out) > 1 else out[0])
         red_prev = red
-    out = apply_steps(head_layers(head, num_classes, 2 * c, m), s1)
+    head_input = (fine, s1) if head == "detection2" else s1
+    out = apply_steps(head_layers(head, num_classes, 2 * c, m), head_input)
     return keras.Model(inp, out, name=name)

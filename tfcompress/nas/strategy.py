@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from tfcompress._distribute import check_workers_agree
 from tfcompress._keras import keras, tf
 from tfcompress.nas.genotype import edge_index
 from tfcompress.nas.supernet import CELL_TYPES, Supernet
@@ -105,6 +106,80 @@ class Forward:
         return float(np.mean(pred == np.asarray(y).reshape(-1)))
 
 
+class StrategyState:
+    """The JSON state of a search strategy, declared once instead of written out per strategy.
+
+    A strategy class lists the attributes its :meth:`SearchStrategy.get_state` saves in a
+    class attribute ``state_fields = StrategyState(...)``; the fields of every class in the
+    hierarchy are saved and restored (``DARTS`` adds ``arch_steps`` to the base's
+    ``epochs_done``, ``BNAS`` adds its bandit table to DARTS'). Restoring checks that every
+    field is present and that per-cell arrays have the shape the strategy has now.
+
+    Args:
+        cells: ``{attribute: numpy dtype}`` for per-cell-type arrays, attributes holding
+            ``{"normal": array, "reduce": array}`` (bandit tables ``m``/``n``, choices).
+        ints: int attributes (counters).
+        records: list attributes whose items are tuples (histories); saved as JSON lists and
+            restored as tuples.
+        rng: save the state of the strategy's ``numpy.random.Generator`` ``self.rng``.
+
+    >>> spec = StrategyState(cells={"n": np.int64}, ints=("since_prune",), records=("history",))
+    >>> class S: pass
+    >>> s = S(); s.n = {"normal": np.zeros((2, 3), np.int64), "reduce": np.ones((2, 3), np.int64)}
+    >>> s.since_prune, s.history = 4, [(0, 0.5)]
+    >>> state = spec.dump(s)
+    >>> state["n"]["reduce"], state["since_prune"], state["history"]
+    ([[1, 1, 1], [1, 1, 1]], 4, [[0, 0.5]])
+    >>> t = S(); t.n = {"normal": np.zeros((2, 3), np.int64), "reduce": np.zeros((2, 3), np.int64)}
+    >>> spec.load(t, state); int(t.n["reduce"].sum()), t.history
+    (6, [(0, 0.5)])
+    """
+
+    def __init__(self, *, cells=None, ints=(), records=(), rng=False):
+        self.cells = dict(cells or {})
+        self.ints, self.records, self.rng = tuple(ints), tuple(records), bool(rng)
+
+    def dump(self, strategy):
+        """The fields of ``strategy`` as JSON-serializable values."""
+        out = {}
+        for name in self.cells:
+            out[name] = {t: np.asarray(a).tolist() for t, a in getattr(strategy, name).items()}
+        for name in self.ints:
+            out[name] = int(getattr(strategy, name))
+        for name in self.records:
+            out[name] = [list(r) for r in getattr(strategy, name)]
+        if self.rng:
+            out["rng"] = strategy.rng.bit_generator.state
+        return out
+
+    def load(self, strategy, state):
+        """Set the fields of ``strategy`` from ``state`` (a :meth:`dump` result)."""
+        names = list(self.cells) + list(self.ints) + list(self.records) + (["rng"] if self.rng else [])
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ValueError(f"The {type(strategy).__name__} state lacks the field(s) "
+                             f"{', '.join(missing)}; was it saved by an older version?")
+        for name, dtype in self.cells.items():
+            current = getattr(strategy, name)
+            if set(state[name]) != set(current):
+                raise ValueError(f"State field {name!r} has cell types {sorted(state[name])}; "
+                                 f"expected {sorted(current)}.")
+            new = {}
+            for t, value in state[name].items():
+                a = np.asarray(value, dtype)
+                if a.shape != np.shape(current[t]):
+                    raise ValueError(f"State field {name}[{t!r}] has shape {a.shape}; this "
+                                     f"strategy's space needs {np.shape(current[t])}.")
+                new[t] = a
+            setattr(strategy, name, new)
+        for name in self.ints:
+            setattr(strategy, name, int(state[name]))
+        for name in self.records:
+            setattr(strategy, name, [tuple(r) for r in state[name]])
+        if self.rng:
+            strategy.rng.bit_generator.state = state["rng"]
+
+
 class SearchStrategy(keras.callbacks.Callback):
     """Base class: attaches to a supernet of ``space``, reports, derives the genotype.
 
@@ -116,6 +191,7 @@ class SearchStrategy(keras.callbacks.Callback):
     """
 
     name = "search"
+    state_fields = StrategyState(ints=("epochs_done",))
 
     def __init__(self, space, *, verbose=0, log_dir=None):
         super().__init__()
@@ -128,6 +204,7 @@ class SearchStrategy(keras.callbacks.Callback):
         self._writer = None
         self._attached = None
         self._pending = None
+        self._restored_from_checkpoint = False
 
     # ----- attachment ---------------------------------------------------------------------
     def set_model(self, model):
@@ -143,6 +220,16 @@ class SearchStrategy(keras.callbacks.Callback):
             if self._pending is not None:
                 self._restore(self._pending)
                 self._pending = None
+            # The bookkeeping rides along in the supernet's checkpoints (BackupAndRestore,
+            # tf.train.Checkpoint, save_weights in TF format): see _CheckpointedState.
+            model._search_strategy_state = _CheckpointedState(self)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._restored_from_checkpoint:
+            # A checkpoint restore wrote the op masks straight into their variables: point the
+            # train function at a graph traced for them (as set_alive would have).
+            self._restored_from_checkpoint = False
+            self.supernet.refresh()
 
     def _check_head(self, model):
         """Refuse a supernet whose output this strategy cannot score (default: classifiers)."""
@@ -182,7 +269,20 @@ class SearchStrategy(keras.callbacks.Callback):
     # ----- progress -----------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_done += 1
+        self._check_workers_agree(epoch)
         self.report(epoch)
+
+    def _check_workers_agree(self, epoch):
+        """Under ``MultiWorkerMirroredStrategy`` each worker runs its own copy of this callback;
+        the architecture steps are all-reduced and the numpy bookkeeping (sampling, scores,
+        op removal) is computed from identical weights with identically seeded generators,
+        so the copies agree. One all-reduce of a fingerprint per epoch checks it, and every
+        worker raises if they do not (instead of searching on with different supernets)."""
+        model = self.supernet
+        arrays = list(model.arch_variables) + list(model.arch_state_variables)
+        arrays.append(json.dumps(self.get_state(), sort_keys=True))
+        check_workers_agree(model.distribute_strategy, arrays,
+                            f"the architecture and the {self.name} state after epoch {epoch}")
 
     def report(self, epoch):
         if not self.verbose and not self.log_dir:
@@ -214,10 +314,17 @@ class SearchStrategy(keras.callbacks.Callback):
         return "\n".join(lines)
 
     # ----- state --------------------------------------------------------------------------
+    def _state_specs(self):
+        return [c.__dict__["state_fields"] for c in reversed(type(self).__mro__)
+                if isinstance(c.__dict__.get("state_fields"), StrategyState)]
+
     def get_state(self):
-        """JSON-serializable bookkeeping (the supernet's variables are saved with its weights)."""
-        return {"strategy": self.name, "space": self.space.get_config(),
-                "epochs_done": self.epochs_done}
+        """JSON-serializable bookkeeping (the supernet's variables are saved with its weights):
+        the fields every class of the strategy declares in its ``state_fields``."""
+        state = {"strategy": self.name, "space": self.space.get_config()}
+        for spec in self._state_specs():
+            state.update(spec.dump(self))
+        return state
 
     def set_state(self, state):
         """Restore :meth:`get_state` (before or after attaching to the supernet)."""
@@ -234,11 +341,37 @@ class SearchStrategy(keras.callbacks.Callback):
             self._restore(state)
 
     def _set_counters(self, state):
-        """Hook: restore the plain bookkeeping of ``state`` (no supernet needed)."""
-        self.epochs_done = int(state["epochs_done"])
+        """Hook: restore the plain bookkeeping of ``state`` (no supernet needed); by default
+        the ``state_fields`` of every class."""
+        for spec in self._state_specs():
+            spec.load(self, state)
 
     def _restore(self, state):
         """Hook: restore the parts of ``state`` that need the supernet."""
+
+
+class _CheckpointedState(tf.train.experimental.PythonState):
+    """A strategy's :meth:`~SearchStrategy.get_state` JSON as an object of the supernet's
+    checkpoints.
+
+    Attached to the supernet when the strategy attaches, so ``tf.keras.callbacks.
+    BackupAndRestore`` (and ``tf.train.Checkpoint(model=supernet)``, ``save_weights`` in TF
+    format) save the bookkeeping with the weights, architecture parameters and op masks, and a
+    restore sets it back with :meth:`~SearchStrategy.set_state`. Put the strategy before
+    ``BackupAndRestore`` in the callback list, so an epoch's backup holds the strategy's
+    end-of-epoch work (scores, op removal).
+    """
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    def serialize(self):
+        return json.dumps(self._strategy.get_state())
+
+    def deserialize(self, string_value):
+        text = string_value.decode() if isinstance(string_value, bytes) else str(string_value)
+        self._strategy.set_state(text)
+        self._strategy._restored_from_checkpoint = True
 
 
 def _write(tag, value, step, plugin):

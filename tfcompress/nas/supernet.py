@@ -40,7 +40,8 @@ from tfcompress.nas.ops import OpLayer, apply_steps, channel_shuffle, op_steps, 
 ARCH_PREFIX = "arch_"
 _CACHE = 8          # traced train functions kept per supernet
 CELL_TYPES = ("normal", "reduce")
-HEADS = ("classifier", "detection")
+HEADS = ("classifier", "detection", "detection2")
+DETECTION_HEADS = ("detection", "detection2")
 
 
 def head_layers(head, num_classes, width, momentum):
@@ -51,7 +52,10 @@ def head_layers(head, num_classes, width, momentum):
     SiLU -> 1x1 conv with ``5 + num_classes`` outputs per grid cell (raw
     ``[tx, ty, tw, th, objectness, class logits]``, decoded by
     :func:`tfcompress.detection.decode`; the grid stride is the product of the reductions).
+    ``"detection2"``: the two-scale :class:`TwoScaleHead` (applied to ``(fine, coarse)``).
     """
+    if head == "detection2":
+        return [TwoScaleHead(num_classes, width, momentum)]
     if head == "classifier":
         return [keras.layers.GlobalAveragePooling2D(name="gap"),
                 keras.layers.Dense(num_classes, name="classifier")]
@@ -61,6 +65,58 @@ def head_layers(head, num_classes, width, momentum):
                 keras.layers.Activation("silu", name="head_act"),
                 keras.layers.Conv2D(5 + num_classes, 1, name="head_out")]
     raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+
+
+class TwoScaleHead:
+    """A two-scale detection head (BDetNAS, card B5's proposal, ❓; YOLOv3-tiny-style).
+
+    Inputs: the last cell's map ``coarse`` (stride ``S``) and ``fine``, the map entering the
+    last reduction cell (stride ``S / 2``). Each scale gets a TinyYOLO head (1x1 conv ``width``
+    -> BN -> SiLU -> 1x1 conv with ``5 + num_classes`` outputs); the fine scale first
+    concatenates ``fine`` with the coarse map brought up to its size (1x1 conv ``width // 2``
+    -> BN -> SiLU -> 2x nearest upsampling), as YOLOv3's second scale does::
+
+        coarse ----------------------------> head_s2 -> (N, H/S,  W/S,  5 + C)
+           '-> lateral -> upsample x2 -.
+        fine ------------------------- concat -> head_s1 -> (N, 2H/S, 2W/S, 5 + C)
+
+    Output: both grids flattened row-major and concatenated, fine first:
+    ``(N, (2H/S)(2W/S) + (H/S)(W/S), 5 + C)``, each row a raw ``[tx, ty, tw, th, objectness,
+    class logits]`` decoded with its scale's stride by :func:`tfcompress.detection.decode`
+    (``strides=(S / 2, S)``); targets from :func:`tfcompress.detection.encode_scales`.
+    """
+
+    def __init__(self, num_classes, width, momentum):
+        out = 5 + num_classes
+        bn = keras.layers.BatchNormalization
+
+        def branch(tag):
+            return [keras.layers.Conv2D(width, 1, use_bias=False, name=f"head_{tag}_conv"),
+                    bn(momentum=momentum, epsilon=1e-5, name=f"head_{tag}_bn"),
+                    keras.layers.Activation("silu", name=f"head_{tag}_act"),
+                    keras.layers.Conv2D(out, 1, name=f"head_{tag}_out")]
+
+        self.coarse = branch("s2")
+        self.fine = branch("s1")
+        self.lateral = [keras.layers.Conv2D(max(width // 2, 1), 1, use_bias=False,
+                                            name="head_lateral_conv"),
+                        bn(momentum=momentum, epsilon=1e-5, name="head_lateral_bn"),
+                        keras.layers.Activation("silu", name="head_lateral_act"),
+                        keras.layers.UpSampling2D(2, name="head_upsample")]
+        self.concat = keras.layers.Concatenate(name="head_concat")
+        self.flat = [keras.layers.Reshape((-1, out), name="head_s1_flat"),
+                     keras.layers.Reshape((-1, out), name="head_s2_flat")]
+        self.join = keras.layers.Concatenate(axis=1, name="head_output")
+
+    @property
+    def layers(self):
+        return self.coarse + self.lateral + [self.concat] + self.fine + self.flat + [self.join]
+
+    def __call__(self, features):
+        fine, coarse = features
+        y2 = apply_steps(self.coarse, coarse)
+        y1 = apply_steps(self.fine, self.concat([fine, apply_steps(self.lateral, coarse)]))
+        return self.join([self.flat[0](y1), self.flat[1](y2)])
 
 
 def masked_softmax(logits, mask):
@@ -179,10 +235,13 @@ class Supernet(keras.Model):
             self.cells.append(SearchCell(space, c, red, red_prev, name=f"cell{i}"))
             red_prev = red
         self.gap = keras.layers.GlobalAveragePooling2D(name="gap")
+        self._fine_index = reductions[-1] if reductions else 0   # the cell the fine map enters
         if head == "classifier":
             self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
         else:
             self.detection_head = head_layers(head, self.num_classes, 2 * c, m)
+            if head == "detection2":
+                self.detection_head_layers = step_layers(self.detection_head)   # Keras tracks these
         e, o = num_edges(space.nodes), len(space.primitives)
         self._alpha, self._beta, self._alive, self._gate = {}, {}, {}, {}
         for t in CELL_TYPES:
@@ -198,7 +257,8 @@ class Supernet(keras.Model):
         self.structure_version = 0   # bumped whenever the masks change
         self._train_functions = _FunctionCache()   # structure_key -> Keras train function
         self.adversary = None   # callable(model, x, y) -> x_adv, installed by a strategy
-        self.objective = None   # callable(model, x, y) -> loss replacing the supervised loss
+        self.objective = None   # callable(model, x, y) -> loss or (loss, aux) replacing the loss
+        self.after_step = None  # callable(model, aux) run after the weight update (MoCo)
 
     # ----- architecture parameters -------------------------------------------------------
     @property
@@ -274,7 +334,8 @@ class Supernet(keras.Model):
         self._train_functions.clear()      # traced with the previous optimizer and loss
 
     def reset_train_functions(self):
-        """Forget the traced train functions (after changing ``adversary`` or ``objective``)."""
+        """Forget the traced train functions (after changing ``adversary``, ``objective`` or
+        ``after_step``)."""
         self._train_functions.clear()
         self.train_function = None
 
@@ -314,24 +375,31 @@ class Supernet(keras.Model):
         include = self.included(training)
         if not tf.executing_eagerly():
             for t in CELL_TYPES:
-                left_out = tf.constant((~include[t]).astype(np.float32))
                 used = self._alive[t] * self._gate[t] if training else self._alive[t]
+                left_out = tf.constant((~include[t]).astype(np.float32), dtype=used.dtype)
                 tf.debugging.assert_equal(
-                    tf.reduce_sum(used * left_out), 0.0,
+                    tf.reduce_sum(used * left_out), tf.zeros((), used.dtype),
                     message=f"An op of the {t} cells was switched back on after this graph was "
                             "traced; change masks with set_alive/set_gate or call supernet.refresh().")
-        for cell in self.cells:
+        fine = None
+        for i, cell in enumerate(self.cells):
+            if i == self._fine_index:
+                fine = s1
             s0, s1 = s1, cell(s0, s1, *weights[cell.cell_type], include=include[cell.cell_type])
         if return_features:
             return self.gap(s1)
         if self.head == "detection":
             return apply_steps(self.detection_head, s1)
+        if self.head == "detection2":
+            return apply_steps(self.detection_head, (fine, s1))
         return self.classifier(self.gap(s1))
 
     def train_step(self, data):
         """Keras' train step on the network weights, applied only to the weights of the ops in
         the graph (the others have no gradient). A strategy may install an ``adversary``
-        (adversarial examples, ABanditNAS) or an ``objective`` (contrastive loss, evolution)."""
+        (adversarial examples, ABanditNAS) or an ``objective`` (contrastive loss, evolution)
+        returning the loss or ``(loss, aux)``; ``after_step(model, aux)``, if set, runs after the
+        weight update (the evolution's momentum encoder and key queue)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.adversary is not None:
             x = tf.stop_gradient(self.adversary(self, x, y))
@@ -344,9 +412,12 @@ class Supernet(keras.Model):
             return self.compute_metrics(x, y, y_pred, sample_weight)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss = self.objective(self, x, y)
+            out = self.objective(self, x, y)
+            loss, aux = out if isinstance(out, (tuple, list)) else (out, None)
             scaled = loss / replicas
         self._apply(tape.gradient(scaled, variables), variables)
+        if self.after_step is not None:
+            self.after_step(self, aux)
         return {"objective": loss}
 
     def _apply(self, grads, variables):

@@ -6,7 +6,7 @@ Unstructured / N:M (on TF-MOT)::
     pruned = tfcompress.pruning.magnitude(model, 0.9, schedule=PolynomialDecay(0, 0.9, 0, 500))
     pruned.compile(...); pruned.fit(x, y, callbacks=[tfcompress.pruning.UpdatePruningStep()])
     final = tfcompress.pruning.strip(pruned)
-    tfcompress.pruning.convert_sparse(final).verify(x_test, y_test)
+    tfcompress.convert_sparse(final).verify(x_test, y_test)     # TFLite sparse weights
 
 Structured (filters)::
 
@@ -21,8 +21,7 @@ from tfcompress.pruning.filters import (
     METHODS, Criterion, FilterPruning, NormCriterion, add_filter_masks, filter_norms,
 )
 from tfcompress.pruning.unstructured import (
-    PruningSummaries, UpdatePruningStep, convert_sparse, is_wrapped, kernel_sparsity, magnitude,
-    strip,
+    PruningSummaries, UpdatePruningStep, is_wrapped, kernel_sparsity, magnitude, strip,
 )
 from tfcompress.pruning.masks import FilterMask, filter_masks
 from tfcompress.pruning.methods import (
@@ -39,7 +38,7 @@ __all__ = [
     "CoGDCriterion", "DFSCriterion", "EMCriterion", "SoftMaskProximal", "gmm_em_1d",
     "soft_threshold", "ConstantSparsity", "Criterion", "FilterMask", "FilterPruning", "METHODS", "NormCriterion",
     "PolynomialDecay", "PrunableQuantConv2D", "PrunableQuantDense", "PruningSchedule",
-    "PruningSummaries", "UpdatePruningStep", "add_filter_masks", "convert_sparse", "count_macs",
+    "PruningSummaries", "UpdatePruningStep", "add_filter_masks", "count_macs",
     "count_params", "filter_masks", "filter_norms", "is_wrapped", "kernel_sparsity",
     "layer_macs", "magnitude", "make_prunable", "plot_sparsity", "removed_filters", "schedules",
     "shrink", "sparsity_report", "strip",
@@ -51,16 +50,34 @@ from tfcompress.pruning.conv3d import (  # noqa: E402
 __all__ += [
     "MixedBackpropCriterion", "MixedBackpropPruning", "select_module", "variance_cost_volume",
 ]
-from tfcompress.pruning.bnn import (  # noqa: E402
-    BayesianFeatureLoss, BayesianFilterPruning, BayesianPruningCriterion, BONNConv2D, BONNSign,
-    BONNTrainer, FoldsPrunedInputs, RBCNPruning, RBCNSign, RBCNTrainer, RBConv2D,
-    binary_network, bonn_kernel_loss, discriminator_loss, feature_data_loss, generator_loss,
-    kmeans, rbcn_discriminator, rbcn_kernel_loss,
+# Pruning of binary networks (RBCN, BONN). Their quantizers, layers and losses live in
+# tfcompress.quantizers, tfcompress.layers and tfcompress.losses; they are re-exported here
+# because users of these methods reach for them together.
+from tfcompress.layers.scaled_binary import BONNConv2D, FoldsPrunedInputs, RBConv2D  # noqa: E402
+from tfcompress.losses import (  # noqa: E402
+    BayesianFeatureLoss, bonn_kernel_loss, discriminator_loss, feature_data_loss, generator_loss,
+    rbcn_kernel_loss,
 )
+from tfcompress.pruning.bonn import (  # noqa: E402
+    BayesianFilterPruning, BayesianPruningCriterion, BONNTrainer, bonn_layers, kmeans,
+)
+from tfcompress.pruning.rbcn import (  # noqa: E402
+    RBCNPruning, RBCNTrainer, rbcn_discriminator, rbcn_layers,
+)
+from tfcompress.quantizers.scaled_sign import BONNSign, RBCNSign  # noqa: E402
+from tfcompress.training import unwrap as binary_network  # noqa: E402
 
 __all__ += [
     "BayesianFeatureLoss", "BayesianFilterPruning", "BayesianPruningCriterion", "BONNConv2D",
     "BONNSign", "BONNTrainer", "FoldsPrunedInputs", "RBCNPruning", "RBCNSign", "RBCNTrainer",
-    "RBConv2D", "binary_network", "bonn_kernel_loss", "discriminator_loss",
+    "RBConv2D", "binary_network", "bonn_kernel_loss", "bonn_layers", "discriminator_loss",
     "feature_data_loss", "generator_loss", "kmeans", "rbcn_discriminator", "rbcn_kernel_loss",
+    "rbcn_layers",
 ]
+# DFS block pruning and centre loss (card 5.3).
+from tfcompress.pruning.blocks import add_block_masks, find_blocks, remove_pruned_blocks  # noqa: E402
+from tfcompress.pruning.masks import BlockMask, block_masks  # noqa: E402
+from tfcompress.pruning.methods import DFSTrainer  # noqa: E402
+
+__all__ += ["BlockMask", "DFSTrainer", "add_block_masks", "block_masks", "find_blocks",
+            "remove_pruned_blocks"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfcompress._keras import keras
-from tfcompress.pruning.masks import FilterMask
+from tfcompress.pruning.masks import BlockMask, FilterMask
 
 PRODUCER, DEPTHWISE, BN, PASS, MERGE, CONCAT, FLATTEN, MASK, OTHER = (
     "producer", "depthwise", "batchnorm", "pass", "merge", "concat", "flatten", "mask", "other")
@@ -78,6 +78,8 @@ def layer_kind(layer):
     """How a layer treats the channel axis (one of the kind constants of this module)."""
     if isinstance(layer, FilterMask):
         return MASK
+    if isinstance(layer, BlockMask):       # one scalar for all channels: a zero stays zero
+        return PASS
     if is_producer(layer):
         return PRODUCER
     if isinstance(layer, keras.layers.DepthwiseConv2D) and _channels_last(layer):

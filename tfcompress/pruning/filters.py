@@ -21,12 +21,15 @@ import warnings
 
 import numpy as np
 
+from tfcompress._distribute import check_workers_agree
 from tfcompress._keras import keras, tf
 from tfcompress.errors import PruningError
 from tfcompress.pruning import schedules as _schedules
+from tfcompress.pruning.blocks import add_block_masks
 from tfcompress.pruning.channels import BN, DEPTHWISE, PRODUCER, ChannelAnalysis, layer_kind
 from tfcompress.pruning.graph import clone_layer, parse, rebuild
-from tfcompress.pruning.masks import FilterMask, filter_masks
+from tfcompress.pruning.masks import FilterMask, block_masks, filter_masks
+from tfcompress.training import unwrap
 
 # Layers that may sit between a prunable layer and its mask (element-wise per channel).
 _CHAIN_TYPES = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
@@ -239,9 +242,14 @@ class FilterPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ model setup
     def prepare(self, model, *, layers=None):
-        """``add_filter_masks(model, ...)`` with this pruner's ``exclude`` and mask kind."""
-        return add_filter_masks(model, layers=layers, exclude=self.exclude,
-                                soft=self.criterion.soft)
+        """``add_filter_masks(model, ...)`` with this pruner's ``exclude`` and mask kind; for a
+        criterion that prunes residual blocks too (DFS with ``block_penalty``), also
+        :func:`~tfcompress.pruning.blocks.add_block_masks`."""
+        masked = add_filter_masks(model, layers=layers, exclude=self.exclude,
+                                  soft=self.criterion.soft)
+        if getattr(self.criterion, "blocks", False):
+            masked = add_block_masks(masked, soft=True)
+        return masked
 
     def set_model(self, model):
         super().set_model(model)
@@ -250,6 +258,8 @@ class FilterPruning(keras.callbacks.Callback):
     def _setup(self, model):
         if self._ready_for is model:
             return
+        ready_for = model
+        model = unwrap(model)              # a Trainer (e.g. DFSTrainer) trains the network
         masks = filter_masks(model)
         if not masks:
             raise PruningError(
@@ -260,6 +270,11 @@ class FilterPruning(keras.callbacks.Callback):
             raise PruningError(f"Method {self.method!r} needs soft masks (a trainable scale); "
                                "prepare the model with this pruner's prepare().")
         self.masks = masks
+        self.block_masks = block_masks(model)
+        if getattr(self.criterion, "blocks", False) and not self.block_masks:
+            raise PruningError(f"Method {self.method!r} prunes residual blocks, but model "
+                               f"{model.name!r} has no BlockMask; prepare it with this "
+                               "pruner's prepare().")
         graph = parse(model)
         self.graph = graph
         self.analysis = ChannelAnalysis(graph, list(masks))
@@ -274,7 +289,7 @@ class FilterPruning(keras.callbacks.Callback):
             if (layer_kind(c.layer) == BN and c.name not in in_chain)
             or layer_kind(c.layer) == DEPTHWISE]
         self._multipliers = None
-        self._ready_for = model
+        self._ready_for = ready_for
 
     @staticmethod
     def _chain(graph, owner, mask_name):
@@ -335,6 +350,21 @@ class FilterPruning(keras.callbacks.Callback):
                 self.masks[owner].mask.assign(mask)
         self._multipliers = None
         self.zero_masked_weights()
+        self._check_workers_agree()
+
+    def _check_workers_agree(self):
+        """Under ``MultiWorkerMirroredStrategy`` every worker runs this callback on its own
+        copy of the weights; the copies are equal (all-reduced updates), so the masks are too.
+        One all-reduce of a fingerprint of the masks (and soft-mask scales) per mask update
+        checks it, and every worker raises :class:`PruningError` if they differ."""
+        model = getattr(self, "model", None)
+        if model is None:
+            return
+        arrays = [self.step]
+        for m in self.masks.values():
+            arrays += [m.mask] + ([m.scale] if m.scale is not None else [])
+        check_workers_agree(model.distribute_strategy, arrays,
+                            f"the filter masks at pruning step {self.step}", PruningError)
 
     def _pruned_components(self):
         frozen = self.analysis.component_frozen()

@@ -131,8 +131,15 @@ def _toposort(calls, ready):
 
 
 def clone_layer(layer, **changes):
-    """A new, unbuilt layer of the same class with ``changes`` applied to its config."""
+    """A new, unbuilt layer of the same class with ``changes`` applied to its config.
+
+    tf_keras' ``BatchNormalization.get_config`` leaves out ``synchronized``; it is carried
+    over here, or a pruned or shrunk model would silently normalize each replica's own batch
+    under ``tf.distribute`` where the original synchronized the batch statistics.
+    """
     cfg = layer.get_config()
+    if getattr(layer, "synchronized", False) and "synchronized" not in cfg:
+        cfg.update(synchronized=True, fused=False)
     cfg.update(changes)
     return type(layer).from_config(cfg)
 

@@ -16,6 +16,8 @@ weights, so ``ModelCheckpoint`` / ``model.save`` keep them and ``load_model`` re
 
 from tfcompress._keras import keras, tf
 
+__all__ = ["BlockMask", "FilterMask", "block_masks", "filter_masks"]
+
 
 @keras.utils.register_keras_serializable(package="tfcompress")
 class FilterMask(keras.layers.Layer):
@@ -80,3 +82,59 @@ class FilterMask(keras.layers.Layer):
 def filter_masks(model):
     """``{target layer name: FilterMask}`` of a model (descending into no nested models)."""
     return {layer.target: layer for layer in model.layers if isinstance(layer, FilterMask)}
+
+
+@keras.utils.register_keras_serializable(package="tfcompress")
+class BlockMask(keras.layers.Layer):
+    """One scalar mask on the residual branch of a block (DFS block pruning, card 5.3):
+
+    .. math::  x_{b+1} = x_b + m_b\\, s_b\\, F_b(x_b)
+
+    with ``mask`` :math:`m_b \\in \\{0, 1\\}` (non-trainable, written by the pruning criterion)
+    and, with ``soft=True``, a trainable ``scale`` :math:`s_b` (initialised to 1) that DFS
+    drives to exactly 0 with FISTA. It sits between the branch and the ``Add``; a block whose
+    mask is 0 adds exactly 0, so :func:`~tfcompress.pruning.shrink` removes its branch and
+    keeps the shortcut without changing the output.
+
+    Args:
+        block: name of the ``Add`` layer that closes the block.
+        soft: add the trainable ``scale``.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, block, soft=True, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(block, str) or not block:
+            raise ValueError(f"BlockMask needs the name of the Add layer of its block, got "
+                             f"{block!r}.")
+        self.block = block
+        self.soft = bool(soft)
+
+    def build(self, input_shape):
+        self.mask = self.add_weight("mask", shape=(), initializer="ones", trainable=False)
+        self.scale = None
+        if self.soft:
+            self.scale = self.add_weight("scale", shape=(), initializer="ones", trainable=True)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        m = tf.cast(self.mask, inputs.dtype)
+        if self.scale is not None:
+            m = m * tf.cast(self.scale, inputs.dtype)
+        return inputs * m
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block, "soft": self.soft}
+
+    def effective(self):
+        """``mask * scale`` as a Python float."""
+        m = float(self.mask.numpy())
+        return m * float(self.scale.numpy()) if self.scale is not None else m
+
+
+def block_masks(model):
+    """``{Add layer name: BlockMask}`` of a model (no nested models)."""
+    return {layer.block: layer for layer in model.layers if isinstance(layer, BlockMask)}

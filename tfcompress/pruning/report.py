@@ -70,15 +70,13 @@ def plot_sparsity(report, path, title="Sparsity per layer"):
     Args:
         report: rows from :func:`sparsity_report`, or a model (the report is computed).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend stays as it is
 
     rows = sparsity_report(report) if isinstance(report, keras.Model) else list(report)
     names = [r["layer"] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 2), 3.2))
+    fig = Figure(figsize=(max(4.0, 0.6 * len(rows) + 2), 3.2))
+    ax = fig.subplots()
     ax.bar(x - 0.2, [100 * r["filter_sparsity"] for r in rows], 0.4, label="filters")
     ax.bar(x + 0.2, [100 * r["weight_sparsity"] for r in rows], 0.4, label="weights")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
@@ -90,7 +88,6 @@ def plot_sparsity(report, path, title="Sparsity per layer"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

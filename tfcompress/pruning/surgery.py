@@ -28,8 +28,9 @@ from tfcompress._keras import keras
 from tfcompress.errors import PruningError
 from tfcompress.pruning.channels import (
     BN, DEPTHWISE, MASK, PASS, PRODUCER, ChannelAnalysis, Flat, _activation_name)
+from tfcompress.pruning.blocks import remove_pruned_blocks
 from tfcompress.pruning.graph import clone_layer, parse, rebuild
-from tfcompress.pruning.masks import FilterMask, filter_masks
+from tfcompress.pruning.masks import FilterMask, block_masks, filter_masks
 
 _HOMOGENEOUS = {"linear", "relu", "leaky_relu"}
 
@@ -149,12 +150,17 @@ def shrink(model):
 
     Returns:
         An ordinary Keras model (Sequential if ``model`` is) with fewer filters, computing the
-        same outputs as ``model``.
+        same outputs as ``model``. Residual branches whose ``BlockMask`` is 0 (DFS block
+        pruning) are removed first (:func:`~tfcompress.pruning.blocks.remove_pruned_blocks`).
 
     Raises:
         PruningError: no masks, masks the callback never set, or a layer that cannot be
             rebuilt (shared layers, nested models, unknown per-channel weights; named).
     """
+    if block_masks(model):                 # DFS block pruning: drop zero-masked branches
+        model = remove_pruned_blocks(model)
+        if not filter_masks(model):
+            return model
     plan = _Plan(model)
     a = plan.analysis
 

@@ -15,6 +15,7 @@ from tfcompress.quantizers.base import BaseQuantizer, grad_scale, round_ste
 from tfcompress.quantizers.binary import (
     EDESchedule, EDESign, RSign, StateAwareSign, TanhSign, XNORWeight, ede_values, tanh_sign,
 )
+from tfcompress.quantizers.scaled_sign import BONNSign, RBCNSign, bonn_kernel_loss
 from tfcompress.quantizers.ternary import TRQ, ste_tern
 from tfcompress.quantizers.uniform import LSQ, PACT, LSQPlus, PowerOfTwo, Uniform, dorefa
 
@@ -38,11 +39,13 @@ ALIASES = {
     "pact": PACT,
     "lsq": LSQ,
     "lsq_plus": LSQPlus,
+    "rbcn_sign": RBCNSign,
+    "bonn_sign": BONNSign,
 }
 
 _CLASSES = {c.__name__: c for c in (
     TanhSign, EDESign, XNORWeight, StateAwareSign, RSign, TRQ, Uniform, PowerOfTwo, PACT, LSQ,
-    LSQPlus, lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign,
+    LSQPlus, RBCNSign, BONNSign, lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign,
     lq.quantizers.MagnitudeAwareSign, lq.quantizers.SteTern, lq.quantizers.DoReFa,
 )}
 
@@ -89,7 +92,12 @@ def serialize(quantizer):
 
 
 __all__ = [
-    "ALIASES", "BaseQuantizer", "EDESchedule", "EDESign", "LSQ", "LSQPlus", "PACT", "PowerOfTwo",
+    "ALIASES", "BONNSign", "BaseQuantizer", "RBCNSign", "bonn_kernel_loss", "EDESchedule", "EDESign", "LSQ", "LSQPlus", "PACT", "PowerOfTwo",
     "RSign", "StateAwareSign", "TRQ", "TanhSign", "Uniform", "XNORWeight", "dorefa",
     "ede_values", "get", "grad_scale", "round_ste", "serialize", "ste_tern", "tanh_sign",
 ]
+
+# The integer grid a quantizer rounds to (for exact integer deployment; issue 14).
+from tfcompress.quantizers.grid import IntegerGrid, integer_grid  # noqa: E402
+
+__all__ += ["IntegerGrid", "integer_grid"]

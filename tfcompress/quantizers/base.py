@@ -7,6 +7,7 @@ as Keras-serializable under the ``tfcompress`` package.
 
 import larq as lq
 
+from tfcompress._distribute import across_replicas, replica_count, replica_invariant
 from tfcompress._keras import keras, tf
 
 
@@ -42,6 +43,12 @@ def check_positive(value, name):
     return float(value)
 
 
+def check_nonnegative(value, name):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+    return float(value)
+
+
 class BaseQuantizer(lq.quantizers.Quantizer):
     """Base class: input validation hooks and data-dependent initialization.
 
@@ -50,6 +57,13 @@ class BaseQuantizer(lq.quantizers.Quantizer):
     not) assigns the variables from that tensor, later calls leave them alone. The
     ``initialized`` flag is a saved, non-trainable weight, so a reloaded model does not
     re-initialize.
+
+    Under a multi-replica ``tf.distribute`` strategy each replica sees its own shard of the
+    batch: quantizers pass their batch statistics through :meth:`init_statistic`, which
+    combines them over the replicas (:func:`tfcompress._distribute.across_replicas`), so every
+    replica initializes from the global batch, as a single-process run would. Without it each
+    copy of the variable would keep its own shard's value (TensorFlow lets a replica assign
+    its own copy of a variable with ``aggregation=NONE``) and the copies would diverge.
     """
 
     precision = None
@@ -102,6 +116,27 @@ class BaseQuantizer(lq.quantizers.Quantizer):
             initializer=keras.initializers.Constant(False),
         )
 
+    def _pending_replica_init(self, training):
+        """Whether this graph, traced in a multi-replica replica context, must initialize.
+
+        False when the quantizer was already initialized when the graph was traced (then the
+        traced step holds no init op and no collective), or for an inference graph."""
+        if tf.executing_eagerly() or replica_count() <= 1:
+            return False
+        if isinstance(training, (bool, int)) and not training:
+            return False
+        with tf.init_scope():
+            return not bool(self.initialized.numpy())
+
+    def init_statistic(self, value, reduce="mean", training=None, inputs=None):
+        """A batch statistic for :meth:`lazy_init`: combined over the replicas (``"mean"``,
+        ``"min"`` or ``"max"``) when a multi-replica training graph still has to initialize,
+        else ``value`` unchanged. ``inputs``: the tensor it was computed from; a kernel (a
+        variable's value) is the same on every replica and needs no combining."""
+        if self._pending_replica_init(training) and not replica_invariant(inputs):
+            return across_replicas(value, reduce)
+        return value
+
     def lazy_init(self, assignments, training=None):
         """Data-dependent initialization: assign ``[(variable, value), ...]`` once.
 
@@ -119,6 +154,8 @@ class BaseQuantizer(lq.quantizers.Quantizer):
             training = keras.backend.learning_phase()
         if isinstance(training, (bool, int)) and not training:
             return []
+        if replica_count() > 1 and not self._pending_replica_init(training):
+            return []      # initialized before this multi-replica graph was traced
 
         def init():
             ops = [v.assign(tf.cast(value, v.dtype)) for v, value in assignments]

@@ -52,7 +52,9 @@ class TRQ(BaseQuantizer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        mean_abs = tf.reduce_mean(tf.abs(inputs), axis=self.reduce_axes(inputs.shape), keepdims=True)
+        mean_abs = self.init_statistic(
+            tf.reduce_mean(tf.abs(inputs), axis=self.reduce_axes(inputs.shape), keepdims=True),
+            "mean", training, inputs)
         init = self.lazy_init([(self.alpha, tf.reshape(0.35 * mean_abs, self.alpha.shape))], training)
         with tf.control_dependencies(init):
             alpha = tf.identity(self.alpha)
@@ -63,6 +65,23 @@ class TRQ(BaseQuantizer):
             total += s
             residual = residual - alpha * s
         return alpha * total
+
+    def integer_grid(self, tensor=None):
+        """``alpha`` times a sum of ``n + 1`` signs: with ``n + 1`` even the integers
+        ``[-(n+1)/2, (n+1)/2]`` at scale ``2 alpha`` (ternary: ``{-1, 0, 1}``), else the odd
+        integers of ``[-(n+1), n+1]`` at scale ``alpha`` (static: ``alpha`` is learned)."""
+        from tfcompress.quantizers.grid import IntegerGrid
+
+        if not self.built:
+            raise ValueError(f"{self.name}: the quantizer is not built (call it once first).")
+        alpha = self.alpha.numpy().astype("float64")
+        signs = self.residuals + 1
+        kind = f"TRQ ({self.residuals} residual{'s' if self.residuals > 1 else ''})"
+        if signs % 2 == 0:
+            half = signs // 2
+            return IntegerGrid(self.precision, 2 * alpha, 0.0, -half, half, kind=kind)
+        levels = tuple(range(-signs, signs + 1, 2))
+        return IntegerGrid(self.precision, alpha, 0.0, -signs, signs, levels=levels, kind=kind)
 
     def get_config(self):
         return {**super().get_config(), "residuals": self.residuals,

@@ -6,6 +6,7 @@ to int8 TFLite (lower bit widths are simulated; TFLite stores them as int8).
 
 import larq as lq
 
+from tfcompress._distribute import across_replicas, replica_invariant
 from tfcompress._keras import keras, tf
 from tfcompress.quantizers.base import (
     BaseQuantizer, check_bits, check_positive, grad_scale, register, round_ste,
@@ -68,6 +69,11 @@ class Uniform(BaseQuantizer):
         if self.ema_decay is None:
             return lo, hi
         lo, hi = tf.reshape(lo, self.range_min.shape), tf.reshape(hi, self.range_max.shape)
+        if (training is None or not isinstance(training, (bool, int)) or training) \
+                and not replica_invariant(inputs):
+            # the EMA is updated every training step: with the global batch's range on every
+            # replica (a no-op outside a multi-replica strategy)
+            lo, hi = across_replicas(lo, "min"), across_replicas(hi, "max")
         init = self.lazy_init([(self.range_min, lo), (self.range_max, hi)], training)
         d = self.ema_decay
 
@@ -99,6 +105,41 @@ class Uniform(BaseQuantizer):
         x = inputs / scale + zero
         q = round_ste(tf.clip_by_value(x, float(q_min), float(q_max)))
         return (q - zero) * scale
+
+    def integer_grid(self, tensor=None):
+        """The :class:`~tfcompress.quantizers.grid.IntegerGrid` this quantizer rounds to.
+
+        With ``ema_decay`` the grid comes from the stored range (static, what inference uses);
+        without it the range is that of ``tensor`` (weights), which must then be given.
+        """
+        from tfcompress.quantizers.grid import IntegerGrid
+
+        if self.ema_decay is not None:
+            if not self.built:
+                raise ValueError(f"{self.name}: the quantizer is not built (call it once first).")
+            lo, hi = tf.identity(self.range_min), tf.identity(self.range_max)
+        else:
+            if tensor is None:
+                raise ValueError(
+                    f"{self.name}: Uniform without ema_decay takes its range from each tensor it "
+                    "quantizes, so its grid changes from batch to batch; pass the tensor "
+                    "(weights), or set ema_decay for activations.")
+            tensor = tf.convert_to_tensor(tensor, tf.float32)
+            axes = self.reduce_axes(tensor.shape)
+            lo = tf.reduce_min(tensor, axis=axes, keepdims=True)
+            hi = tf.reduce_max(tensor, axis=axes, keepdims=True)
+        if self.symmetric:
+            q_min, q_max = integer_range(self.bits, True, self.narrow_range)
+            scale = tf.maximum(tf.maximum(-lo, hi), 1e-8) / q_max
+            zero = tf.zeros_like(scale)
+        else:
+            q_min, q_max = integer_range(self.bits, False, self.narrow_range)
+            lo, hi = tf.minimum(lo, 0.0), tf.maximum(hi, 0.0)
+            scale = tf.maximum(hi - lo, 1e-8) / (q_max - q_min)
+            zero = tf.clip_by_value(tf.round(q_min - lo / scale), q_min, q_max)
+        kind = f"Uniform {self.bits}-bit {'symmetric' if self.symmetric else 'affine'}"
+        return IntegerGrid(self.bits, scale.numpy(), zero.numpy(), q_min, q_max,
+                           static=self.ema_decay is not None, kind=kind)
 
     def get_config(self):
         return {**super().get_config(), "bits": self.bits, "symmetric": self.symmetric,
@@ -135,6 +176,25 @@ class PowerOfTwo(BaseQuantizer):
         value = tf.where(mag < tf.pow(2.0, e_min - 0.5), tf.zeros_like(inputs), value)
         clipped = tf.clip_by_value(inputs, -tf.pow(2.0, e_max), tf.pow(2.0, e_max))
         return clipped + tf.stop_gradient(value - clipped)
+
+    def integer_grid(self, tensor=None):
+        """Grid of ``tensor``'s powers of two: ``scale = 2^{e_min}``, integers ``0`` and
+        ``+-2^i`` for ``i < 2^{b-1} - 1`` (the largest exponent comes from the tensor)."""
+        from tfcompress.quantizers.grid import IntegerGrid
+
+        if tensor is None:
+            raise ValueError(
+                f"{self.name}: PowerOfTwo takes its largest exponent from each tensor it "
+                "quantizes, so its grid changes from batch to batch; pass the tensor (weights).")
+        tensor = tf.convert_to_tensor(tensor, tf.float32)
+        top = tf.reduce_max(tf.abs(tensor), axis=self.reduce_axes(tensor.shape), keepdims=True)
+        e_max = tf.round(tf.math.log(tf.maximum(top, 1e-30)) / tf.math.log(2.0))
+        n_exp = 2 ** (self.bits - 1) - 1
+        scale = tf.pow(2.0, e_max - (n_exp - 1)).numpy().astype("float64")
+        mags = [2 ** i for i in range(n_exp)]
+        levels = tuple(sorted([0] + mags + [-m for m in mags]))
+        return IntegerGrid(self.bits, scale, 0.0, -mags[-1], mags[-1], levels=levels,
+                           static=False, kind=f"PowerOfTwo {self.bits}-bit")
 
     def get_config(self):
         return {**super().get_config(), "bits": self.bits}
@@ -176,6 +236,16 @@ class PACT(BaseQuantizer):
         q = round_ste(y / tf.stop_gradient(scale)) * tf.stop_gradient(scale)
         # STE w.r.t. alpha: value of q, gradient of y (1 where x >= alpha).
         return y + tf.stop_gradient(q - y)
+
+    def integer_grid(self, tensor=None):
+        """``scale = alpha / (2^k - 1)``, zero point 0, integers ``[0, 2^k - 1]`` (static)."""
+        from tfcompress.quantizers.grid import IntegerGrid
+
+        if not self.built:
+            raise ValueError(f"{self.name}: the quantizer is not built (call it once first).")
+        levels = 2 ** self.bits - 1
+        scale = (self.alpha / (2.0 ** self.bits - 1)).numpy()
+        return IntegerGrid(self.bits, scale, 0.0, 0, levels, kind=f"PACT {self.bits}-bit")
 
     def get_config(self):
         return {**super().get_config(), "bits": self.bits, "init": self.init, "l2": self.l2}
@@ -241,7 +311,9 @@ class LSQ(BaseQuantizer):
     def call(self, inputs, training=None):
         q_n, q_p = self.q_range
         axes = self.reduce_axes(inputs.shape)
-        init_value = 2.0 * tf.reduce_mean(tf.abs(inputs), axis=axes, keepdims=True) / (q_p ** 0.5)
+        mean_abs = self.init_statistic(tf.reduce_mean(tf.abs(inputs), axis=axes, keepdims=True),
+                                       "mean", training, inputs)
+        init_value = 2.0 * mean_abs / (q_p ** 0.5)
         init = self.lazy_init([(self.step, tf.reshape(tf.maximum(init_value, 1e-6), self.step.shape))],
                               training)
         with tf.control_dependencies(init):
@@ -270,6 +342,20 @@ class LSQ(BaseQuantizer):
             training = keras.backend.learning_phase()
         return tf.__internal__.smart_cond.smart_cond(training, train, infer)
 
+    def integer_grid(self, tensor=None):
+        """``scale = s`` (the learned step), integers ``[-Q_N, Q_P]``; LSQ+ adds the zero
+        point ``-beta / s`` of its learned offset (static)."""
+        from tfcompress.quantizers.grid import IntegerGrid
+
+        if not self.built:
+            raise ValueError(f"{self.name}: the quantizer is not built (call it once first).")
+        q_n, q_p = self.q_range
+        step = self.step.numpy().astype("float64")
+        offset = getattr(self, "offset", None)
+        zero = 0.0 if offset is None else -offset.numpy().astype("float64") / step
+        kind = f"{type(self).__name__} {self.bits}-bit{'' if self.signed else ' unsigned'}"
+        return IntegerGrid(self.bits, step, zero, -int(q_n), int(q_p), kind=kind)
+
     def get_config(self):
         return {**super().get_config(), "bits": self.bits, "signed": self.signed}
 
@@ -296,8 +382,10 @@ class LSQPlus(LSQ):
     def call(self, inputs, training=None):
         q_n, q_p = self.q_range
         axes = self.reduce_axes(inputs.shape)
-        lo = tf.reduce_min(inputs, axis=axes, keepdims=True)
-        hi = tf.reduce_max(inputs, axis=axes, keepdims=True)
+        lo = self.init_statistic(tf.reduce_min(inputs, axis=axes, keepdims=True), "min",
+                                 training, inputs)
+        hi = self.init_statistic(tf.reduce_max(inputs, axis=axes, keepdims=True), "max",
+                                 training, inputs)
         s0 = tf.maximum((hi - lo) / (q_p + q_n), 1e-6)
         beta0 = lo + q_n * s0
         init = self.lazy_init([(self.step, tf.reshape(s0, self.step.shape)),

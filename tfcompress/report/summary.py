@@ -32,7 +32,7 @@ mask and threshold count as 32-bit parameters until the wrappers are stripped.
 
 Example:
 
->>> from tfcompress._keras import keras
+>>> from tfcompress import keras
 >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, use_bias=False)])
 >>> s = summary(m)
 >>> s.rows[0]["macs"], s.totals["params"], s.totals["memory_bytes"]
@@ -179,7 +179,7 @@ def _check_model(model):
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
         hint = (" It looks like a Keras 3 model; build it with tf_keras "
-                "(`from tfcompress._keras import keras`)."
+                "(`from tfcompress import keras`)."
                 if type(model).__module__.startswith("keras") else "")
         raise TypeError(f"summary() expects a tf_keras Model, got {kind}.{hint}")
     if not model.built:

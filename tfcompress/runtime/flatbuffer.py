@@ -36,6 +36,7 @@ class FlatbufferInfo:
     inputs: list = field(default_factory=list)       # dicts: name, shape, dtype, scale, zero_point
     outputs: list = field(default_factory=list)
     operators: list = field(default_factory=list)    # dicts: op, inputs, outputs, fused_activation
+    variable_tensors: list = field(default_factory=list)  # names of state tensors (fused LSTM)
 
     @property
     def op_counts(self):
@@ -114,6 +115,10 @@ def inspect_flatbuffer(model):
         if m.SubgraphsLength() < 1:
             raise ValueError("no subgraph")
         g = m.Subgraphs(0)
+        variables = [g.Tensors(i).Name().decode(errors="replace")
+                     for j in range(m.SubgraphsLength()) for g in [m.Subgraphs(j)]
+                     for i in range(g.TensorsLength()) if g.Tensors(i).IsVariable()]
+        g = m.Subgraphs(0)
         tensors = []
         for i in range(g.TensorsLength()):
             t = g.Tensors(i)
@@ -151,4 +156,4 @@ def inspect_flatbuffer(model):
         ) from err
     custom = sorted({name for name, is_custom in codes if is_custom})
     return FlatbufferInfo(size=len(model), ops=ops, custom_ops=custom, inputs=inputs,
-                          outputs=outputs, operators=operators)
+                          outputs=outputs, operators=operators, variable_tensors=variables)

@@ -33,6 +33,7 @@ class VerifyReport:
             return "-" if v is None else f"{100 * v:.2f}%"
 
         lat = self.latency.get("median_ms")
+        threads = self.latency.get("threads", 1)
         return (
             f"{self.runtime} ({self.kernel}) on {self.examples} examples: "
             f"accuracy {pct(self.accuracy)}, Keras {pct(self.keras_accuracy)}, "
@@ -40,7 +41,7 @@ class VerifyReport:
             f"{'-' if self.max_abs_diff is None else f'{self.max_abs_diff:.3g}'}, "
             f"size {self.size_bytes / 1024:.1f} KiB, latency "
             f"{'-' if lat is None else f'{lat:.3f} ms'} (median, batch 1, "
-            f"{self.latency.get('threads', 1)} thread)"
+            f"{threads} thread{'' if threads == 1 else 's'})"
         )
 
 
@@ -56,34 +57,46 @@ def _is_classifier(out):
 
 
 def verify(flatbuffer, x, y=None, *, keras_model=None, runtime="auto", num_threads=1,
-           lce_kernel="indirect_bgemm", latency_runs=100, warmup=10, progress=False,
+           lce_kernel="indirect_bgemm", isa=None, latency_runs=100, warmup=10, progress=False,
            keras_batch_size=256):
     """Run ``flatbuffer`` on every example of ``x`` in the real interpreter.
 
     Args:
         flatbuffer: bytes or a path to a ``.tflite`` file.
-        x: inputs, first axis = examples (a list of arrays for several inputs).
+        x: inputs, first axis = examples (a list of arrays for several inputs); see
+            :meth:`Interpreter.prepare` for what is accepted.
         y: optional labels (integers or one-hot) for accuracy of a classifier.
         keras_model: optional Keras model to compare against (agreement, max abs diff).
-        runtime, num_threads, lce_kernel: passed to :class:`Interpreter`.
+        runtime: ``"auto"`` (default: tfcompress's kernels for LCE files when they are built,
+            else LCE's interpreter; LiteRT for other files), or one of
+            :data:`~tfcompress.runtime.RUNTIMES`.
+        num_threads, lce_kernel, isa: passed to :class:`Interpreter`.
         latency_runs, warmup: timed single-example invokes (0 runs skips latency).
         progress: show a progress bar while running the examples.
+        keras_batch_size: batch size of the Keras reference run.
 
     Returns:
         :class:`VerifyReport`.
+
+    Raises:
+        ValueError: no examples, inputs the model cannot take (see
+            :meth:`Interpreter.prepare`), labels of another length, or labels for a model
+            that is not a classifier.
+        InterpreterError: the file cannot be loaded in the runtime.
     """
-    it = Interpreter(flatbuffer, runtime=runtime, num_threads=num_threads, lce_kernel=lce_kernel)
+    it = Interpreter(flatbuffer, runtime=runtime, num_threads=num_threads, lce_kernel=lce_kernel,
+                     isa=isa)
     first = x[0] if isinstance(x, (list, tuple)) else x
     if len(first) == 0:
-        raise ValueError("verify needs at least one example.")
+        raise ValueError("verify needs at least one example; x holds none.")
+    if y is not None and len(y) != len(first):
+        raise ValueError(f"x has {len(first)} examples but y has {len(y)} labels.")
     out = it.predict(x, progress=progress, desc=f"{it.runtime} verify")
     main = out[0] if isinstance(out, list) else out
     report = VerifyReport(runtime=it.runtime, kernel=it.kernel, examples=len(first),
                           size_bytes=len(it.model))
     classifier = _is_classifier(main)
     if y is not None:
-        if len(y) != len(first):
-            raise ValueError(f"x has {len(first)} examples but y has {len(y)} labels.")
         if not classifier:
             raise ValueError(
                 f"Labels were given but the model output has shape {main.shape}, not "

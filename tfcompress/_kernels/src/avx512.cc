@@ -128,9 +128,56 @@ void OutBits(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
   }
 }
 
+// OutF32 + residual add + clamp + store + sign packing in one pass over the row.
+void OutFused(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+              const FusedOut& f) {
+  const __m512i add = _mm512_set1_epi32(t.backtransform_add);
+  const __m512i lo = _mm512_set1_epi32(t.clamp_min), hi = _mm512_set1_epi32(t.clamp_max);
+  const __m512 flo = _mm512_set1_ps(f.lo), fhi = _mm512_set1_ps(f.hi);
+  uint32_t word = 0;
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    __m512i v = _mm512_sub_epi32(add, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, c + i), 1));
+    if (corr) v = _mm512_sub_epi32(v, _mm512_maskz_loadu_epi32(m, corr + i));
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(m, t.mul + i)),
+                             _mm512_maskz_loadu_ps(m, t.bias + i));
+    if (f.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, f.residual + i));
+    if (f.clamp) y = _mm512_min_ps(fhi, _mm512_max_ps(flo, y));  // NaN stays NaN, as std::
+    if (f.out) _mm512_mask_storeu_ps(f.out + i, m, y);
+    if (f.bits) {
+      const uint32_t b = _mm512_mask_cmp_ps_mask(m, y, _mm512_setzero_ps(), _CMP_LT_OQ);
+      word |= b << (i & 16);
+      if ((i & 16) || i + 16 >= n) {
+        f.bits[i / 32] = static_cast<int32_t>(word);
+        word = 0;
+      }
+    }
+  }
+}
+
+// Dot product with four 16-lane accumulators.
+float Dot512(const float* a, const float* b, int n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
+         acc3 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 64 <= n; i += 64) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), acc2);
+    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), acc3);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+}
+
 }  // namespace
 
-const KernelTable kAvx512Kernels = {"avx512", Bgemm, PackF32, PackI8, OutF32, OutBits};
+const KernelTable kAvx512Kernels = {"avx512", Bgemm, PackF32, PackI8, OutF32, OutBits,
+                                    Dot512, OutFused};
 
 }  // namespace tfc
 

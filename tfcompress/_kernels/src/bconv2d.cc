@@ -4,6 +4,8 @@
 #include <limits.h>
 #include <math.h>
 
+#include <cmath>
+
 #include "op_util.h"
 #include "ops.h"
 
@@ -15,6 +17,12 @@ constexpr int kChunkPixels = 32;  // output pixels per task
 // ------------------------------------------------------------------- LceBconv2d
 class Bconv2dOp : public Op {
  public:
+  Signature signature() const override {
+    // input, filter, post_activation_multiplier, post_activation_bias, output_threshold:
+    // the last three are optional (-1) and which are needed depends on the output type.
+    return {"LceBconv2d", 2, 5, 0x1C, 1};
+  }
+
   Bconv2dOp(const uint8_t* options, size_t size) {
     FlexMap m(options, size);
     if (!m.ok()) {
@@ -25,16 +33,17 @@ class Bconv2dOp : public Op {
     (void)(ReadIntOption(m, "channels_in", true, 0, 1, 1 << 24, &channels_in_, op, &init_error_) &&
            ReadIntOption(m, "stride_height", true, 1, 1, 4096, &sh_, op, &init_error_) &&
            ReadIntOption(m, "stride_width", true, 1, 1, 4096, &sw_, op, &init_error_) &&
-           ReadIntOption(m, "dilation_height_factor", false, 1, 1, 4096, &dh_, op, &init_error_) &&
-           ReadIntOption(m, "dilation_width_factor", false, 1, 1, 4096, &dw_, op, &init_error_) &&
+           ReadIntOption(m, "dilation_height_factor", true, 1, 1, 4096, &dh_, op, &init_error_) &&
+           ReadIntOption(m, "dilation_width_factor", true, 1, 1, 4096, &dw_, op, &init_error_) &&
            ReadIntOption(m, "padding", true, 0, 0, 1, &padding_, op, &init_error_) &&
-           ReadIntOption(m, "pad_values", false, 0, 0, 1, &pad_values_, op, &init_error_) &&
-           ReadIntOption(m, "fused_activation_function", false, 0, 0, 3, &activation_, op,
+           ReadIntOption(m, "pad_values", true, 0, 0, 1, &pad_values_, op, &init_error_) &&
+           ReadIntOption(m, "fused_activation_function", true, 0, 0, 3, &activation_, op,
                          &init_error_));
   }
 
   bool Prepare(TfcContext* context, std::string* error) override;
   bool Eval(TfcContext* context, std::string* error) override;
+  bool CanCarryEpilogue() const override { return true; }  // float output only (checked)
 
  private:
   static void Task(void* self, int task, int thread) {
@@ -74,17 +83,47 @@ class Bconv2dOp : public Op {
   // per-Eval pointers
   const uint32_t* in_data_ = nullptr;
   void* out_data_ = nullptr;
+  BoundEpilogue bound_;
+  // The common epilogue [ADD same-shape tensor]? [clamp]? then store and/or pack, done
+  // inside the output transform (KernelTable::out_fused) instead of the generic epilogue.
+  struct Fast {
+    bool on = false;
+    int residual = -1, write = -1, pack = -1;
+    bool clamp = false;
+    float lo = 0.0f, hi = 0.0f;
+  } fast_;
+  const float* fast_residual_ = nullptr;
+  float* fast_out_ = nullptr;
+  long long fast_out_stride_ = 0;  // floats per pixel of the written tensor (a view: wider)
+  int32_t* fast_bits_ = nullptr;
+
+  void MatchFastEpilogue() {
+    fast_ = Fast();
+    const std::vector<Action>& a = epilogue.actions;
+    size_t i = 0;
+    Fast f;
+    if (i < a.size() && a[i].kind == kActStep && a[i].step == kStepAdd &&
+        a[i].operand == kOperandFull)
+      f.residual = a[i++].tensor;
+    if (i < a.size() && a[i].kind == kActStep && a[i].step == kStepClamp)
+      f.clamp = true, f.lo = a[i].lo, f.hi = a[i].hi, ++i;
+    for (; i < a.size(); ++i) {
+      if (a[i].kind == kActWrite && f.write < 0) f.write = a[i].tensor;
+      else if (a[i].kind == kActPack && f.pack < 0) f.pack = a[i].tensor;
+      else return;  // anything else: the generic epilogue
+    }
+    if (f.write < 0 && f.pack < 0) return;
+    f.on = true;
+    fast_ = f;
+  }
   int chunks_per_image_ = 0;
+  int chunk_ = 32;  // output pixels per task (fewer when the image is small, so every thread works)
 };
 
 bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
-  if (inputs.size() < 2 || outputs.size() != 1) {
-    *error = "LceBconv2d: expected input, filter, [multiplier, bias, thresholds] and 1 output";
-    return false;
-  }
-  const TfcTensor* in = GetTensor(context, inputs[0]);
-  const TfcTensor* filter = GetTensor(context, inputs[1]);
-  TfcTensor* out = GetTensor(context, outputs[0]);
+  const TfcTensor* in = Input(context, 0);
+  const TfcTensor* filter = Input(context, 1);
+  TfcTensor* out = Output(context, 0);
   const std::vector<int> di = Dims(in), df = Dims(filter);
   if (in->type != kTfcInt32 || di.size() != 4) {
     *error = "LceBconv2d: input must be 4-D int32 (bitpacked), got " + std::string(TypeName(in->type)) +
@@ -96,14 +135,38 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
              std::string(TypeName(filter->type)) + " " + DimsStr(df);
     return false;
   }
+  if (!CheckShape(di, 4, "LceBconv2d", "input", error) ||
+      !CheckShape(df, 4, "LceBconv2d", "filter", error))
+    return false;
   n_ = di[0], h_ = di[1], w_ = di[2], words_in_ = di[3];
   cout_ = df[0], kh_ = df[1], kw_ = df[2], words_f_ = df[3];
+  if (kh_ > 4096 || kw_ > 4096) {
+    *error = Format("LceBconv2d: filter %dx%d is larger than 4096", kh_, kw_);
+    return false;
+  }
   if (Bitpacked(channels_in_) != words_in_) {
     *error = Format("LceBconv2d: channels_in=%d does not match the bitpacked input depth %d",
                     channels_in_, words_in_);
     return false;
   }
-  if (words_f_ < 1 || words_in_ % words_f_ != 0) {
+  if (input_channels > 0 && input_channels != channels_in_) {
+    *error = Format("LceBconv2d: channels_in=%d, but the op that writes the input packs %d "
+                    "channels", channels_in_, input_channels);
+    return false;
+  }
+  // Constant tensors must hold exactly what their shape says (LiteRT accepts larger
+  // buffers; LCE's interpreter does not, and a mismatch means a corrupt file).
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    const TfcTensor* t = Input(context, i);
+    if (t != nullptr && IsConstant(t) &&
+        t->bytes != static_cast<size_t>(NumElements(Dims(t))) * TypeSize(t->type)) {
+      *error = Format("LceBconv2d: constant input %zu holds %zu bytes, but its shape %s needs "
+                      "%lld", i, t->bytes, DimsStr(Dims(t)).c_str(),
+                      NumElements(Dims(t)) * static_cast<long long>(TypeSize(t->type)));
+      return false;
+    }
+  }
+  if (words_in_ % words_f_ != 0) {
     *error = Format("LceBconv2d: filter depth %d words does not divide the input depth %d words",
                     words_f_, words_in_);
     return false;
@@ -127,16 +190,28 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
                     kh_, kw_, dh_, dw_, h_, w_);
     return false;
   }
+  // Work sizes: one im2col row (kh*kw*ceil(words/2) u64) and the packed filter must fit.
+  const long long k64 = static_cast<long long>(kh_) * kw_ * ((words_f_ + 1) / 2);
+  if (k64 > (1LL << 24) || k64 * ((cout_g_ + 7) / 8) * 8 * groups_ > (1LL << 30) ||
+      static_cast<long long>(n_) * oh_ * ow_ * cout_ > kMaxElements) {
+    *error = Format("LceBconv2d: %dx%dx%d words x %d filters on a %dx%d input is too large",
+                    kh_, kw_, words_f_, cout_, h_, w_);
+    return false;
+  }
   out_type_ = out->type;
-  const TfcTensor* mul = inputs.size() > 2 ? GetTensor(context, inputs[2]) : nullptr;
-  const TfcTensor* bias = inputs.size() > 3 ? GetTensor(context, inputs[3]) : nullptr;
-  const TfcTensor* thr = inputs.size() > 4 ? GetTensor(context, inputs[4]) : nullptr;
+  const TfcTensor* mul = Input(context, 2);    // absent (index -1) for bitpacked output
+  const TfcTensor* bias = Input(context, 3);
+  const TfcTensor* thr = Input(context, 4);    // absent for float/int8 output
   const bool padded = same && (pt_ > 0 || pl_ > 0 || (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1 > h_ + pt_ ||
                                (ow_ - 1) * sw_ + (kw_ - 1) * dw_ + 1 > w_ + pl_);
   std::vector<int> out_shape = {n_, oh_, ow_, cout_};
   if (out_type_ == kTfcInt32) {
-    if (thr == nullptr || thr->type != kTfcInt32 || NumElements(Dims(thr)) != cout_) {
-      *error = Format("LceBconv2d: bitpacked output needs int32 thresholds of length %d", cout_);
+    if (thr == nullptr || thr->type != kTfcInt32 || Dims(thr) != std::vector<int>{cout_}) {
+      *error = Format("LceBconv2d: bitpacked output needs 1-D int32 thresholds of length %d", cout_);
+      return false;
+    }
+    if (IsConstant(thr) && thr->data == nullptr) {
+      *error = "LceBconv2d: constant thresholds have no data";
       return false;
     }
     if (padded && pad_values_ == 0) {
@@ -147,9 +222,14 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
     out_shape[3] = Bitpacked(cout_);
   } else if (out_type_ == kTfcFloat32 || out_type_ == kTfcInt8) {
     if (mul == nullptr || bias == nullptr || mul->type != kTfcFloat32 || bias->type != kTfcFloat32 ||
-        NumElements(Dims(mul)) != cout_ || NumElements(Dims(bias)) != cout_) {
+        Dims(mul) != std::vector<int>{cout_} || Dims(bias) != std::vector<int>{cout_}) {
       *error = Format("LceBconv2d: %s output needs float32 post_activation_multiplier and "
-                      "post_activation_bias of length %d", TypeName(out_type_), cout_);
+                      "post_activation_bias, 1-D of length %d", TypeName(out_type_), cout_);
+      return false;
+    }
+    if (mul->data == nullptr || bias->data == nullptr || !IsConstant(mul) || !IsConstant(bias)) {
+      *error = "LceBconv2d: post_activation_multiplier and post_activation_bias must be "
+               "constant tensors with data";
       return false;
     }
   } else {
@@ -158,6 +238,13 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
     return false;
   }
   if (!EnsureShape(context, out, out_shape, error)) return false;
+  if (out_type_ == kTfcFloat32) {
+    if (!PrepareEpilogue(context, out_shape, error)) return false;
+    MatchFastEpilogue();
+  } else if (!epilogue.empty()) {
+    *error = "LceBconv2d: internal error: fused ops on a non-float output";
+    return false;
+  }
 
   // Output transform.
   transform_.backtransform_add = kh_ * kw_ * cin_g_;
@@ -174,7 +261,7 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
     bias_.assign(b, b + cout_);
     if (out_type_ == kTfcInt8) {
       const float scale = out->params.scale;
-      if (!(scale > 0.0f)) {
+      if (!(scale > 0.0f) || !std::isfinite(scale)) {
         *error = "LceBconv2d: int8 output has no valid quantization scale";
         return false;
       }
@@ -196,6 +283,10 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
   ldc_ = ((groups_ - 1) * cout_g_ + nb_g_ * 8 + 15) / 16 * 16;
   last_word_mask_ = (cin_g_ % 32) ? ((1u << (cin_g_ % 32)) - 1) : ~0u;
   packed_ = MakeAligned<uint64_t>(static_cast<size_t>(groups_) * nb_g_ * k64_ * 8);
+  if (!packed_) {
+    *error = "LceBconv2d: out of memory for the packed filter";
+    return false;
+  }
   filter_constant_ = IsConstant(filter);
   const uint32_t* fdata = static_cast<const uint32_t*>(filter->data);
   if (fdata == nullptr && filter_constant_) {
@@ -272,13 +363,21 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
   for (auto& s : scratch_) {
     s.patches = MakeAligned<uint64_t>(static_cast<size_t>(kChunkPixels) * k64_);
     s.counts = MakeAligned<int32_t>(static_cast<size_t>(kChunkPixels) * ldc_);
-    s.row.assign(ldc_, 0.0f);
+    s.row.assign(static_cast<size_t>(kChunkPixels) * std::max(ldc_, cout_) + 16, 0.0f);
     if (!s.patches || !s.counts) {
       *error = "LceBconv2d: out of memory for scratch buffers";
       return false;
     }
   }
-  chunks_per_image_ = (oh_ * ow_ + kChunkPixels - 1) / kChunkPixels;
+  // Small images (the last stages: 7x7 = 49 pixels) are split finer so that every thread gets
+  // an even share: at least 4 tasks per thread, in multiples of the micro-kernel's 4 rows.
+  const long long pixels = static_cast<long long>(n_) * oh_ * ow_;
+  chunk_ = kChunkPixels;
+  if (threads > 1 && pixels < static_cast<long long>(kChunkPixels) * threads * 4) {
+    const long long want = (pixels + threads * 4 - 1) / (threads * 4);
+    chunk_ = static_cast<int>(std::max<long long>(4, (want + 3) / 4 * 4));
+  }
+  chunks_per_image_ = (oh_ * ow_ + chunk_ - 1) / chunk_;
   return true;
 }
 
@@ -365,8 +464,8 @@ void Bconv2dOp::Im2col(const uint32_t* in, int batch, int p0, int rows, int grou
 void Bconv2dOp::RunTask(int task, int thread) {
   Scratch& s = scratch_[thread];
   const int batch = task / chunks_per_image_;
-  const int p0 = (task % chunks_per_image_) * kChunkPixels;
-  const int rows = std::min(kChunkPixels, oh_ * ow_ - p0);
+  const int p0 = (task % chunks_per_image_) * chunk_;
+  const int rows = std::min(chunk_, oh_ * ow_ - p0);
   const KernelTable* k = runtime->kernels;
   const size_t group_size = static_cast<size_t>(nb_g_) * k64_ * 8;
   for (int g = 0; g < groups_; ++g) {
@@ -388,33 +487,42 @@ void Bconv2dOp::RunTask(int task, int thread) {
       const int idx = corr_index_[row_class_[p / ow_] * num_col_classes_ + col_class_[p % ow_]];
       if (idx >= 0) corr = corr_.data() + idx;
     }
-    if (out_type_ == kTfcFloat32) {
-      k->out_f32(c, cout_, transform_, corr, static_cast<float*>(out_data_) + pixel * cout_);
+    if (out_type_ == kTfcFloat32 && fast_.on) {
+      FusedOut f{fast_residual_ ? fast_residual_ + pixel * cout_ : nullptr, fast_.clamp,
+                 fast_.lo, fast_.hi, fast_out_ ? fast_out_ + pixel * fast_out_stride_ : nullptr,
+                 fast_bits_ ? fast_bits_ + pixel * Bitpacked(cout_) : nullptr};
+      k->out_fused(c, cout_, transform_, corr, f);
+    } else if (out_type_ == kTfcFloat32) {
+      k->out_f32(c, cout_, transform_, corr, s.row.data() + static_cast<size_t>(r) * cout_);
     } else {
       float* y = s.row.data();
       k->out_f32(c, cout_, transform_, corr, y);
       int8_t* q = static_cast<int8_t*>(out_data_) + pixel * cout_;
       for (int o = 0; o < cout_; ++o) {
         const float v = roundf(y[o]);  // half away from zero, like TfLiteRound
-        q[o] = static_cast<int8_t>(v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v));
+        // NaN (an infinite multiplier times 0) goes to -128 instead of an undefined cast.
+        q[o] = static_cast<int8_t>(v >= 127.0f ? 127.0f : (v > -128.0f ? v : -128.0f));
       }
     }
   }
+  // float output: the epilogue (folded ops, writes, sign packing) over the whole chunk
+  if (out_type_ == kTfcFloat32 && !fast_.on)
+    bound_.Run(s.row.data(), static_cast<long long>(pixel0), rows);
 }
 
-bool Bconv2dOp::Eval(TfcContext* context, std::string* error) {
-  in_data_ = static_cast<const uint32_t*>(GetTensor(context, inputs[0])->data);
-  out_data_ = GetTensor(context, outputs[0])->data;
-  if (!filter_constant_) {
-    const uint32_t* f = static_cast<const uint32_t*>(GetTensor(context, inputs[1])->data);
-    if (f == nullptr) {
-      *error = "LceBconv2d: filter has no data";
-      return false;
-    }
-    PackFilter(f);
+bool Bconv2dOp::Eval(TfcContext* context, std::string*) {
+  in_data_ = static_cast<const uint32_t*>(Data(context, inputs[0]));
+  out_data_ = out_type_ == kTfcFloat32 ? nullptr : Data(context, outputs[0]);
+  if (!filter_constant_) PackFilter(static_cast<const uint32_t*>(Data(context, inputs[1])));
+  if (out_type_ == kTfcInt32) thresholds_ = static_cast<const int32_t*>(Data(context, inputs[4]));
+  if (out_type_ == kTfcFloat32)
+    BindEpilogue(context, &bound_);
+  if (fast_.on) {
+    fast_residual_ = fast_.residual >= 0 ? static_cast<const float*>(Data(context, fast_.residual)) : nullptr;
+    fast_out_ = fast_.write >= 0 ? static_cast<float*>(Data(context, fast_.write)) : nullptr;
+    fast_out_stride_ = fast_.write >= 0 ? RowStride(fast_.write, cout_) : cout_;
+    fast_bits_ = fast_.pack >= 0 ? static_cast<int32_t*>(Data(context, fast_.pack)) : nullptr;
   }
-  if (out_type_ == kTfcInt32 && !IsConstant(GetTensor(context, inputs[4])))
-    thresholds_ = static_cast<const int32_t*>(GetTensor(context, inputs[4])->data);
   const int tasks = n_ * chunks_per_image_;
   ThreadPool* pool = runtime->Pool(context);
   if (pool && static_cast<int>(scratch_.size()) >= pool->size()) {

@@ -37,7 +37,10 @@ class FlexMap {
     if (!ValidWidth(keys_width) || keys_off > static_cast<uint64_t>(keys_loc - buf_)) return;
     keys_ = keys_loc - keys_off;
     keys_width_ = keys_width;
-    size_ = size;
+    // A map cannot hold more entries than the buffer has bytes; checking this first keeps
+    // size * width below from overflowing.
+    if (size > len_) return;
+    size_ = static_cast<size_t>(size);
     if (!InBounds(vals_, size_ * width_ + size_) || !InBounds(keys_, size_ * keys_width_)) return;
     ok_ = true;
   }
@@ -66,7 +69,7 @@ class FlexMap {
     const uint8_t packed = vals_[size_ * width_ + idx];
     const int type = packed >> 2;
     const size_t child_width = size_t{1} << (packed & 3);
-    const uint8_t* loc = vals_ + idx * width_;
+    const uint8_t* loc = vals_ + static_cast<size_t>(idx) * width_;
     switch (type) {
       case kInt: return ReadInt(loc, width_, out);
       case kUInt:
@@ -99,7 +102,10 @@ class FlexMap {
         } else {
           return false;
         }
-        if (d != static_cast<double>(static_cast<int64_t>(d))) return false;
+        // Casting NaN, +-inf or a value outside int64's range to int64 is undefined
+        // behaviour: check the range first (NaN fails both comparisons).
+        if (!(d >= -9.2e18 && d <= 9.2e18)) return false;
+        if (d != static_cast<double>(static_cast<int64_t>(d))) return false;  // not integral
         *out = static_cast<int64_t>(d);
         return true;
       }

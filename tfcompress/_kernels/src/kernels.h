@@ -26,6 +26,43 @@ struct FloatTransform {
   const float* bias;  // per output channel
 };
 
+// A bound epilogue (epilogue.h) in plain data, for the ISA-specific runners.
+enum StepKind : uint8_t { kStepAdd, kStepSub, kStepRSub, kStepMul, kStepPrelu, kStepLogistic,
+                          kStepClamp };
+// How a step's second operand lines up with the rows: the same shape (one row per row), one
+// value per channel ([C] or [1, ..., 1, C]), one row per batch item ([N, 1, 1, C]) or one value.
+enum OperandKind : uint8_t { kOperandNone, kOperandFull, kOperandChannel, kOperandBatch,
+                             kOperandScalar };
+enum ActionKind : uint8_t { kActStep, kActWrite, kActPack };
+
+struct EpAction {
+  ActionKind kind;
+  StepKind step;
+  OperandKind operand;
+  const float* src;  // operand base
+  void* dst;         // destination base (float for Write, int32 words for Pack)
+  float lo, hi;      // clamp bounds
+  long long dst_stride;  // Write: floats from row to row of the destination
+};
+
+struct EpRun {
+  const EpAction* acts;
+  int n_acts;
+  int channels, words;
+  long long rows_per_batch;
+};
+
+// The common epilogue of a binary conv with float output, fused into its output transform:
+// y = transform(counts) [+ residual row] [clamped to lo..hi], stored to `out` and/or its signs
+// packed into `bits` (either may be null).
+struct FusedOut {
+  const float* residual;
+  bool clamp;
+  float lo, hi;
+  float* out;
+  int32_t* bits;
+};
+
 struct KernelTable {
   const char* name;
   // C[m][0..NB*8) = counts for M rows; ldc = row stride of C in int32.
@@ -40,6 +77,11 @@ struct KernelTable {
                   float* out);
   // One row of counts -> n bits (c > threshold -> 1), ceil(n/32) words.
   void (*out_bits)(const int32_t* c, int n, const int32_t* thresholds, int32_t* out);
+  // sum_i a[i] * b[i]
+  float (*dot)(const float* a, const float* b, int n);
+  // One row of counts -> the fused output (see FusedOut).
+  void (*out_fused)(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+                    const FusedOut& f);
 };
 
 extern const KernelTable kPortableKernels;
@@ -62,6 +104,9 @@ void PackI8Portable(const int8_t* x, int n, int32_t zero_point, int32_t* out);
 void OutF32Portable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
                     float* out);
 void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t* out);
+float DotPortable(const float* a, const float* b, int n);
+void OutFusedPortable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+                      const FusedOut& f);
 
 }  // namespace tfc
 

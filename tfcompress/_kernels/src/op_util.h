@@ -35,7 +35,16 @@ inline const char* TypeName(int type) {
     case kTfcInt32: return "int32";
     case kTfcUInt8: return "uint8";
     case kTfcInt8: return "int8";
+    case kTfcBool: return "bool";
     default: return "other";
+  }
+}
+
+inline size_t TypeSize(int type) {
+  switch (type) {
+    case kTfcFloat32: case kTfcInt32: return 4;
+    case kTfcInt8: case kTfcUInt8: case kTfcBool: return 1;
+    default: return 0;
   }
 }
 
@@ -58,6 +67,30 @@ inline long long NumElements(const std::vector<int>& d) {
   return n;
 }
 
+// Largest element count of one tensor: the kernels index with int products of dimensions.
+constexpr long long kMaxElements = (1LL << 31) - 1;
+
+// `d` has rank `rank` (any rank if rank < 0; at least 1 then), every dimension in
+// [1, 2^24] and at most kMaxElements elements; else `error` names `what` and its shape.
+inline bool CheckShape(const std::vector<int>& d, int rank, const char* op, const char* what,
+                       std::string* error) {
+  bool ok = rank < 0 ? !d.empty() : static_cast<int>(d.size()) == rank;
+  long long n = 1;
+  for (int v : d) {
+    if (v < 1 || v > (1 << 24)) ok = false;
+    else n *= v;
+    if (n > kMaxElements) ok = false;
+    if (!ok) break;
+  }
+  if (!ok) {
+    *error = std::string(op) + ": " + what + " shape " + DimsStr(d) +
+             (rank >= 0 ? " is not " + std::to_string(rank) + "-D with" : " needs") +
+             " every dimension in [1, 16777216] and < 2^31 elements";
+    return false;
+  }
+  return true;
+}
+
 inline int Bitpacked(int channels) { return (channels + 31) / 32; }
 
 inline bool IsConstant(const TfcTensor* t) {
@@ -72,7 +105,8 @@ inline bool EnsureShape(TfcContext* context, TfcTensor* t, const std::vector<int
   if (Dims(t) == want) return true;
   if (context->ResizeTensorExplicit == nullptr ||
       context->ResizeTensorExplicit(context, t, static_cast<int>(want.size()), want.data()) != 0) {
-    *error = "could not resize output to " + DimsStr(want);
+    *error = "the output's shape " + DimsStr(Dims(t)) + " is not the computed " + DimsStr(want) +
+             ", and LiteRT could not resize it";
     return false;
   }
   return true;

@@ -66,6 +66,25 @@ void OutF32Portable(const int32_t* c, int n, const FloatTransform& t, const int3
   }
 }
 
+void OutFusedPortable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+                      const FusedOut& f) {
+  for (int w = 0; w * 32 < n; ++w) {
+    uint32_t bits = 0;
+    const int end = n - w * 32 < 32 ? n - w * 32 : 32;
+    for (int j = 0; j < end; ++j) {
+      const int i = w * 32 + j;
+      int32_t v = t.backtransform_add - 2 * c[i] - (corr ? corr[i] : 0);
+      v = v < t.clamp_min ? t.clamp_min : (v > t.clamp_max ? t.clamp_max : v);
+      float y = static_cast<float>(v) * t.mul[i] + t.bias[i];
+      if (f.residual) y = y + f.residual[i];
+      if (f.clamp) y = y < f.lo ? f.lo : (y > f.hi ? f.hi : y);
+      if (f.out) f.out[i] = y;
+      bits |= static_cast<uint32_t>(y < 0.0f) << j;
+    }
+    if (f.bits) f.bits[w] = static_cast<int32_t>(bits);
+  }
+}
+
 void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
   for (int w = 0; w * 32 < n; ++w) {
     uint32_t bits = 0;
@@ -78,6 +97,7 @@ void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t
 
 const KernelTable kPortableKernels = {
     "portable", BgemmPortable, PackF32Portable, PackI8Portable, OutF32Portable, OutBitsPortable,
+    DotPortable, OutFusedPortable,
 };
 
 Isa DetectIsa() {

@@ -9,11 +9,12 @@
 // zeroed reserved space so that a runtime with more trailing fields reads
 // zeros (= "feature not used") there.
 //
-// Tensors are never indexed through `context->tensors` (that would depend on
-// sizeof(TfLiteTensor)); they are fetched with `context->GetTensor`, and
-// every tensor is sanity-checked against the flatbuffer's shapes at prepare
-// time (see delegate.cc), so a layout mismatch fails loudly instead of
-// computing garbage.
+// Tensors are fetched with `context->GetTensor` where the runtime sets it; LiteRT leaves it
+// unset, so the tensor array is indexed with kTfcTensorSize, but only after
+// CheckTensorLayout (delegate.cc) has verified the records it can read without leaving the
+// array (whatever the true record size) through a fault-free reader, so a layout mismatch
+// fails loudly instead of computing garbage. The Python loader additionally refuses
+// ai-edge-litert releases other than the tested ones unless the user opts in.
 #ifndef TFCOMPRESS_KERNELS_TFLITE_ABI_H_
 #define TFCOMPRESS_KERNELS_TFLITE_ABI_H_
 
@@ -29,6 +30,7 @@ enum {
   kTfcFloat32 = 1,
   kTfcInt32 = 2,
   kTfcUInt8 = 3,
+  kTfcBool = 6,
   kTfcInt8 = 9,
 };
 
@@ -36,6 +38,54 @@ enum {
 enum { kTfcMmapRo = 1, kTfcArenaRw = 2, kTfcArenaRwPersistent = 3, kTfcPersistentRo = 5 };
 
 enum { kTfcBuiltinCustom = 32, kTfcOptionalTensor = -1 };
+
+// BuiltinOperator codes of the builtin ops these kernels can take over (schema.fbs).
+enum {
+  kTfcBuiltinAdd = 0,
+  kTfcBuiltinAveragePool2d = 1,
+  kTfcBuiltinConcatenation = 2,
+  kTfcBuiltinFullyConnected = 9,
+  kTfcBuiltinLogistic = 14,
+  kTfcBuiltinMaxPool2d = 17,
+  kTfcBuiltinMul = 18,
+  kTfcBuiltinRelu = 19,
+  kTfcBuiltinReluN1To1 = 20,
+  kTfcBuiltinRelu6 = 21,
+  kTfcBuiltinReshape = 22,
+  kTfcBuiltinSub = 41,
+  kTfcBuiltinPrelu = 54,
+};
+
+// TfLiteFusedActivation and TfLitePadding values (builtin_op_data.h; note that TfLitePadding
+// differs from the flatbuffer's Padding enum).
+enum { kTfcActNone = 0, kTfcActRelu = 1, kTfcActReluN1To1 = 2, kTfcActRelu6 = 3 };
+enum { kTfcPaddingSame = 1, kTfcPaddingValid = 2 };
+
+// Leading parts of the builtin parameter structs LiteRT parses into TfLiteNode::builtin_data
+// (tensorflow/lite/core/c/builtin_op_data.h). They are only trusted after checks: every
+// value must be in range and the shapes they imply must equal the tensors' shapes, or the
+// node is left to LiteRT.
+struct TfcActivationParams {  // TfLiteAddParams, TfLiteSubParams, TfLiteMulParams
+  int activation;
+};
+struct TfcConcatenationParams {
+  int axis;
+  int activation;
+};
+struct TfcPoolParams {
+  int padding;
+  int stride_width;
+  int stride_height;
+  int filter_width;
+  int filter_height;
+  int activation;
+};
+struct TfcFullyConnectedParams {
+  int activation;
+  int weights_format;
+  bool keep_num_dims;
+  bool asymmetric_quantize_inputs;
+};
 
 struct TfcIntArray {
   int size;
