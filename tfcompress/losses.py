@@ -14,6 +14,7 @@ method of :class:`tfcompress.layers.PCNNTrainer` (it needs the step's own gradie
 import larq as lq
 import numpy as np
 
+from tfcompress._distribute import across_replicas
 from tfcompress._keras import keras, tf
 from tfcompress.quantizers.base import check_nonnegative
 from tfcompress.quantizers.scaled_sign import bonn_kernel_loss
@@ -172,8 +173,10 @@ class CenterLoss(keras.layers.Layer):
         f = tf.cast(tf.stop_gradient(self._flat(features)), self.centers.dtype)
         onehot = tf.one_hot(class_indices(labels, self.num_classes), self.num_classes,
                             dtype=f.dtype)                              # (B, K)
-        counts = tf.reduce_sum(onehot, axis=0)                          # (K,)
-        sums = tf.matmul(onehot, f, transpose_a=True)                   # (K, D): sum_i f_i
+        # Under tf.distribute the rule runs on the global batch: every replica adds up the
+        # per-class counts and sums of all replicas, so all assign the same centres.
+        counts = across_replicas(tf.reduce_sum(onehot, axis=0), "sum")             # (K,)
+        sums = across_replicas(tf.matmul(onehot, f, transpose_a=True), "sum")      # (K, D)
         delta = (counts[:, None] * self.centers - sums) / (1.0 + counts[:, None])
         return self.centers.assign_sub(self.alpha * delta)
 

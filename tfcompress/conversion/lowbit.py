@@ -43,13 +43,11 @@ zero point from the trained quantizer (:mod:`tfcompress.quantizers.grid`):
   widened: such an op (int8 and micro targets) runs in 16x8 instead, its input requantized
   exactly to int16 (x128), an int64 bias 128 times finer, the grid's integers written to int16
   with the fused clamp and saturated into int8 by a QUANTIZE of multiplier 1.
-* **Classifier head.** An int8 softmax output has steps of 1/256, so classes closer than that
-  tie in the file. With float I/O (``io_type="float32"``, int8/micro targets) a final Dense ->
-  Softmax runs in 16x8 instead: its int8 input requantized exactly to int16 (x128), int8
-  weights, int64 bias, int16 logits and softmax.
-* **Tensors no quantizer governs** (a float stem or head, the model input) are calibrated on the
-  representative data with min/max as the TFLite converter does, and BatchNorms are folded;
-  they are ordinary 8-bit post-training quantization, and the report says so.
+* **Classifier head.** An int8 softmax output has steps of 1/256 (close classes tie). With
+  float I/O (``io_type="float32"``, int8/micro targets) a final Dense -> Softmax runs in 16x8:
+  int8 input requantized exactly to int16 (x128), int64 bias, int16 logits and softmax.
+* **Tensors no quantizer governs** (a float stem or head, the model input) are calibrated with
+  min/max on the representative data as the TFLite converter does (8-bit PTQ; the report says so).
 
 What cannot be exact is refused with the layer's name: 1-bit quantizers (use ``lce``),
 integers beyond int8 (power-of-two at 5+ bits, DoReFa 8-bit weights, affine 8-bit weights),
