@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress import audio, models
+from tfcompress import _kernels, audio, models
 from tfcompress._keras import keras, tf
 from tfcompress.layers import PCNNConv2D, PCNNTrainer, QuantConv2D
 
@@ -119,6 +119,8 @@ def test_binary_wavenet_trains_and_converts_with_lce(binarization, front_end, tm
     assert res.info.op_counts.get("LceBconv2d") == len(binary), res.info.op_counts
     rep = res.verify(x, latency_runs=0)
     assert rep.max_abs_diff <= 1e-3, rep
+    if _kernels.available():                     # the whole graph runs in our kernels
+        assert rep.runtime == "tfcompress", rep
 
 
 def test_float_wavenet_converts_to_tflite_and_has_no_binary_layer():

@@ -108,3 +108,24 @@ def test_multi_layer_binary_net_matches_lce():
     for threads in (1, 2):
         ours = Interpreter(fb, runtime="tfcompress", num_threads=threads).predict(x)
         assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_dense_on_a_sequence_keeps_its_dims():
+    # A Dense on a (time, features) input converts to FULLY_CONNECTED with keep_num_dims: the
+    # output is [1, T, units], not [T, units] (the 1-bit WaveNet's head). Regression: the
+    # kernels refused it and runtime="auto" fell back to LCE's interpreter.
+    kernels_or_skip()
+    from tfcompress.runtime import Interpreter
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((14, 8, 4)),
+        lq.layers.QuantConv2D(16, 3, padding="same", **BINARY), L.BatchNormalization(),
+        L.Reshape((14, 8 * 16)), L.Dense(40, activation="relu"),
+    ])
+    fb = convert(model)
+    x = inputs((14, 8, 4), 3, np.random.default_rng(4))
+    ref = Interpreter(fb, runtime="lce", lce_kernel="reference").predict(x)
+    ours = Interpreter(fb, runtime="tfcompress").predict(x)
+    assert ours.shape == ref.shape == (3, 14, 40)
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -345,7 +345,14 @@ class FullyConnectedOp : public Op {
       return false;
     }
     rows_ = NumElements(di) / depth_;
-    const std::vector<int> shape = {static_cast<int>(rows_), units_};
+    std::vector<int> shape = {static_cast<int>(rows_), units_};
+    // keep_num_dims: the converter gave the output the input's rank, [..., units]
+    // (a Dense on a sequence); the rows are the same, only the shape differs.
+    const std::vector<int> dout = Dims(Output(context, 0));
+    if (di.size() > 2 && dout.size() == di.size() && di.back() == depth_) {
+      shape = di;
+      shape.back() = units_;
+    }
     if (!EnsureShape(context, Output(context, 0), shape, error)) return false;
     if (!PrepareEpilogue(context, shape, error)) return false;
     result_.assign(static_cast<size_t>(rows_) * units_, 0.0f);
