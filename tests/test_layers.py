@@ -33,7 +33,7 @@ def test_signature_equals_larq(ours, theirs):
     (L.XNORDense, keras.layers.Dense, {"kernel_constraint"}, {"input_scaling"}),
     (L.SAConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, {"tau_init", "tau_floor"}),
     (L.PCNNConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"},
-     {"projections", "binarize_input", "mode"}),
+     {"projections", "binarize_input", "mode", "projection_initializer"}),
     (L.RBConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, set()),
     (L.BONNConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"}, set()),
     (L.ASDAConv2D, keras.layers.Conv2D, {"use_bias", "kernel_constraint"},
@@ -152,6 +152,26 @@ def test_pcnn_projection_and_progressive_mode():
     assert y_t.shape == ref.shape
     with pytest.raises(ValueError, match="multiple of projections"):
         L.PCNNConv2D(6, 3, projections=4)
+
+
+def test_pcnn_projection_initializer():
+    # Default ones: every projection gives a sign(C), so J groups are identical (the pitfall the
+    # docstring names); a signed initializer gives groups that differ where W_j < 0.
+    x = _x((2, 6, 6, 3))
+    same = L.PCNNConv2D(8, 3, projections=2)
+    same(x)
+    k0, k1 = [k.numpy() for k in same.projected_kernels()]
+    np.testing.assert_array_equal(k0, k1)
+    signed = L.PCNNConv2D(8, 3, projections=2,
+                          projection_initializer=keras.initializers.RandomUniform(-1, 1, seed=1))
+    signed(x)
+    k0, k1 = [k.numpy() for k in signed.projected_kernels()]
+    w, c = signed.projection.numpy(), signed.kernel.numpy()
+    assert (w < 0).any() and not np.array_equal(k0, k1)
+    for j, k in enumerate((k0, k1)):
+        np.testing.assert_allclose(k, np.abs(c).mean() * np.where(w[j] * c >= 0, 1, -1), rtol=1e-6)
+    again = L.PCNNConv2D.from_config(signed.get_config())
+    assert again.get_config() == signed.get_config()
 
 
 def test_pcnn_takes_conv2d_signature():
