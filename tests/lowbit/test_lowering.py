@@ -68,3 +68,37 @@ def test_relu_layers_and_clamps(rng):
     # 'a' feeds both b's quantizer and the Add, so it stays a calibrated int8 tensor and the
     # sum the Add rounds to c's grid is only as exact as 8-bit post-training quantization
     assert grids["c"]["agreement"] >= 0.9 and grids["c"]["max_steps"] <= 1
+
+
+def test_unquantized_tensor_before_global_average_stays_int16(rng):
+    """No quantizer between BatchNorm and the global average (the usual classifier end): that
+    tensor is float in Keras. An 8-bit calibrated copy of it would put the pooled value up to
+    several levels of the next grid off; kept int16 (the conv in 16x8), the pooled integers
+    equal Keras's."""
+    inp = keras.Input((8, 8, 3))
+    h = QL.QuantConv2D(16, 3, padding="same", input_quantizer=Q.LSQ(bits=4, signed=True),
+                       kernel_quantizer=Q.LSQ(bits=4, per_channel=True), name="c")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = QL.QuantDense(5, input_quantizer=Q.LSQ(bits=8, signed=True),
+                        kernel_quantizer=Q.LSQ(bits=8, per_channel=True), name="d")(h)
+    m = keras.Model(inp, out)
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    m(x, training=True)
+    m.get_layer("bn").set_weights([rng.uniform(0.5, 2, 16).astype("float32"),
+                                   rng.normal(0, .3, 16).astype("float32"),
+                                   rng.normal(0, .3, 16).astype("float32"),
+                                   rng.uniform(.5, 2, 16).astype("float32")])
+    res = tfcompress.convert(m, target="int8", representative_data=x, io_type="float32")
+    rows = {(r["layer"], r["role"]): r for r in res.report()["layers"]}
+    assert rows[("c", "kernel")]["compute_bits"] == "8x16"
+    assert rows[("c", "kernel")]["stored_bits"] == 8          # 16x8 kernels take int8 filters
+    grids = {g["layer"]: g for g in grid_agreement(res, x)}
+    assert grids["d"]["agreement"] >= 0.999, grids["d"]
+    for runtime in ("litert", "micro"):
+        rep = res.verify(x, runtime=runtime, latency_runs=0)
+        assert rep.max_abs_diff < 0.02, (runtime, rep)
+    # the edgetpu target (no int16) keeps the 8-bit calibrated tensor
+    tpu = tfcompress.convert(m, target="edgetpu", representative_data=x, allow_low_bit=True)
+    assert {(r["layer"], r["role"]): r for r in tpu.report()["layers"]}[("c", "kernel")][
+        "compute_bits"] != "8x16"

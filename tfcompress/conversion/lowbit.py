@@ -48,6 +48,9 @@ zero point from the trained quantizer (:mod:`tfcompress.quantizers.grid`):
   int8 input requantized exactly to int16 (x128), int64 bias, int16 logits and softmax.
 * **Tensors no quantizer governs** (a float stem or head, the model input) are calibrated with
   min/max on the representative data as the TFLite converter does (8-bit PTQ; the report says so).
+  One exception (int8/micro): such a tensor between a convolution and a global average whose
+  output is on a trained grid stays int16 (:mod:`lowbit_int16`), so the grid's one rounding
+  sees the exact mean rather than N values already rounded to 1/255 of their range.
 
 What cannot be exact is refused with the layer's name: 1-bit quantizers (use ``lce``),
 integers beyond int8 (power-of-two at 5+ bits, DoReFa 8-bit weights, affine 8-bit weights),
@@ -65,6 +68,7 @@ import numpy as np
 from tfcompress._keras import keras
 from tfcompress.conversion import int4 as I4
 from tfcompress.conversion.lowbit_emit import _Emitter
+from tfcompress.conversion.lowbit_int16 import int16_before_average, int16_head
 from tfcompress.conversion.lowbit_ir import (
     LINEAR, fold_batchnorm, fuse_activations, lower, remove_identities,
 )
@@ -298,34 +302,6 @@ def _fold_grids(g):
     return notes
 
 
-def _int16_head(g):
-    """With float I/O, run a classifier's last Dense and its Softmax in 16x8 (int16
-    activations, int8 weights): an int8 softmax holds probabilities in steps of 1/256, so two
-    classes closer than that tie in the file while Keras still orders them. Returns the names
-    of the layers moved to int16."""
-    moved = []
-    for out in g.outputs:
-        sm = out.producer
-        if sm is None or sm.kind != "softmax" or len(out.consumers):
-            continue
-        logits = sm.inputs[0]
-        fc = logits.producer
-        if fc is None or fc.kind != "fc" or len(logits.consumers) != 1 or logits.grid is not None \
-                or logits.range is None or fc.attrs["act"] != "NONE":
-            continue
-        top = max(abs(logits.range[0]), abs(logits.range[1]), 1e-12)
-        logits.dtype, out.dtype = "int16", "int16"
-        logits.scale = logits.stored_scale = top / 32767.0
-        logits.zero_point = 0
-        out.scale = out.stored_scale = 1.0 / 32768
-        out.zero_point = 0
-        fc.attrs["row"].setdefault("notes", []).append(
-            "16x8 head: int16 logits and softmax (float I/O), so near-ties stay ordered")
-        fc.attrs["row"]["compute_bits"] = "8x16"
-        moved.append(fc.name)
-    return moved
-
-
 def _propagate(g):
     """Parameters of pass-through / fixed-rule outputs from their inputs (topological)."""
     for op in g.ops:
@@ -406,7 +382,9 @@ def export(model, *, target, representative_data, calibration_steps=500, io_type
     arrays = _calibration_arrays(representative_data, model, calibration_steps)
     _calibrate(g, model, arrays)
     if io_type == "float32" and target in ("int8", "micro"):
-        _int16_head(g)
+        int16_head(g)
+    if target in ("int8", "micro"):
+        int16_before_average(g)
     _propagate(g)
     missing = [v.name for v in _all_values(g) if v.scale is None]
     if missing:

@@ -166,7 +166,11 @@ class _Emitter:
         name = _OP_NAMES[kind]
         trained = row.get("trained_bits", 32)
         bits = I4.storage_bits(name, self.target, trained, ints) if self.pack else 8
-        if trained <= 4 and bits == 8 and self.pack:
+        runs16 = "int16" in (x.dtype, y.dtype)
+        if bits < 8 and runs16:
+            bits = 8            # 16x8 kernels take int8 filters only
+            row.setdefault("notes", []).append("stored as int8: it runs in 16x8 (int8 filters)")
+        elif trained <= 4 and bits == 8 and self.pack:
             reason = I4.packed_reason(name, self.target, trained, ints)
             if not self.allow_low_bit:
                 self.refused.append(f"{op.name!r} {row['role']}={trained} bits ({reason})")
@@ -207,9 +211,13 @@ class _Emitter:
                 f"{0.5 / (widen if same else 1):.3g} of a level")
         bias_type = "int32"
         y_idx = self.t(y)
+        x16_in = x.dtype == "int16"        # an int16 tensor kept for a global average
         precise = (self.target in ("int8", "micro") and y.dtype == "int8" and y.grid is not None
                    and bits == 8 and x_idx == self.t(x) and x.dtype == "int8"
                    and multiplier.max() > PRECISION_MULTIPLIER)
+        if x16_in and y.dtype == "int8":
+            # a 16x8 op writes int16: the grid's integers go to int16, then into int8 as below
+            precise = True
         if precise:
             # the input grid fills int8 (no room to widen): compute in 16x8 instead. The input
             # is requantized exactly to int16 (x128), the bias becomes int64 in 128x finer
@@ -218,9 +226,12 @@ class _Emitter:
             # grid's zero point: the same clamp as the int8 op, one rounding, a finer bias.
             y_idx = self.b.tensor(f"{y.name}/int16", y.shape, "int16", scale=y.stored_scale,
                                   zero_point=0)
-            row.setdefault("notes", []).append("16x8 for precision (8-bit input grid)")
+            row.setdefault("notes", []).append("16x8 for precision (int16 input)" if x16_in
+                                               else "16x8 for precision (8-bit input grid)")
             row["compute_bits"] = "8x16"
-        if y.dtype == "int16" or precise:
+        if x16_in:
+            bias_type = "int64"
+        elif y.dtype == "int16" or precise:
             # 16x8: the int8 input requantized exactly to int16 (x128, multiplier 128), an
             # int64 bias in units of the finer input scale
             x16 = self.b.tensor(f"{x.name}/int16", x.shape, "int16", scale=s_in_st / 128,

@@ -1,0 +1,73 @@
+"""Ablations behind the 'why' column of benchmarks/claims.md: one claims-benchmark run
+(tools/bench_claims.py's network, data split, budget and evaluation) with one layer option
+changed, so a claim that does not hold can be traced to the option.
+
+    python tools/claims_probes.py pcnn-j1 --seed 0      # PCNN with J = 1 projection (MNIST)
+    python tools/claims_probes.py pcnn-j2 --seed 0      # J = 2, projections initialized to ones
+    python tools/claims_probes.py pcnn-j2-signed        # J = 2, projections uniform(-1, 1)
+    python tools/claims_probes.py xnor-no-k --seed 0    # XNOR-Net without input scaling K (CIFAR-10)
+    python tools/claims_probes.py xnor-one-pad          # XNOR-Net with K, padding with +1
+
+Each prints one line ``RESULT <probe> seed <s>: <test accuracy> (<seconds> s)``. Nothing is
+cached (the claims cache is not touched).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_claims as BC  # noqa: E402
+
+
+def _pcnn(projections, initializer="ones"):
+    def make(filters):
+        from tfcompress import keras
+        from tfcompress import layers as L
+
+        init = (keras.initializers.RandomUniform(-1, 1) if initializer == "signed" else initializer)
+        return (L.PCNNConv2D(filters, 3, projections=projections, padding="same", mode="ternary",
+                             projection_initializer=init), None)
+    return make
+
+
+def _xnor(**options):
+    def make(filters):
+        from tfcompress import layers as L
+
+        return L.XNORConv2D(filters, 3, padding="same", use_bias=False, **options), None
+    return make
+
+
+# probe -> (kind it replaces, dataset, layer factory)
+PROBES = {
+    "pcnn-j1": ("pcnn", "mnist", _pcnn(1)),
+    "pcnn-j2": ("pcnn", "mnist", _pcnn(2)),
+    "pcnn-j2-signed": ("pcnn", "mnist", _pcnn(2, "signed")),
+    "xnor-no-k": ("xnor", "cifar", _xnor(input_scaling=False)),
+    "xnor-one-pad": ("xnor", "cifar", _xnor(pad_values=1.0)),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("probe", choices=sorted(PROBES))
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    kind, dataset, factory = PROBES[args.probe]
+    original = BC.quantized_conv
+    BC.quantized_conv = lambda k, filters: factory(filters) if k == kind else original(k, filters)
+    ctx = BC.Context(argparse.Namespace(quick=False, out_dir=os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "tfcompress_claims_probes")))
+    t0 = time.time()
+    rec = BC.run_classifier(ctx, kind, args.seed, 1, dataset)
+    print(f"RESULT {args.probe} seed {args.seed}: {rec['metric']:.4f} ({time.time() - t0:.0f} s)",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
