@@ -207,6 +207,29 @@ WHY = {
                 "fine-tuned after shrink)",
     "cogd_ge_l1": "holds as >=, indistinguishable (see EM)",
     "dfs_ge_l1": "holds as >=, indistinguishable (see EM)",
+    "pcnn_gt_bnn": "budget + hyperparameters: at J=1 (equal distinct kernels) +0.13 pt < 2 SE; "
+                   "J=2 at equal width is worse (96.75%, seed 0: positive projections give both "
+                   "halves sign(C)), J=2 with signed projections 96.54% "
+                   "(benchmarks/claims_probes.txt); the card's gamma and eta were not recovered",
+    "xnor_gt_bnn_cifar": "hyperparameter (input scaling K): without K, XNOR-Net = BNN (seed 0: "
+                         "56.50% vs 56.56%; with K 54.97%, benchmarks/claims_probes.txt): with "
+                         "BatchNorm after every conv, alpha is absorbed and K only adds noise here "
+                         "(as XNOR-Net++, Bulat & Tzimiropoulos 2019, found); holds on MNIST",
+    "sabnn_gt_bnn_cifar": "reconstruction: the paper's equations were not available; this "
+                          "state-aware reading does not beat BNN on MNIST (n.s.) or CIFAR-10",
+    "pcnn_gt_bnn_cifar": "budget + hyperparameters: +0.16 pt < 2 SE at 10 epochs (the paper: 200 "
+                         "epochs, J up to 4 with wider layers); see the MNIST row",
+    "trq_gt_twn_cifar": "reconstruction + budget: TRQ is built from the abstract and a figure "
+                        "caption; the two ternary methods are within noise at this budget",
+    "ompq_gt_uniform_cifar": "ceiling: after QAT both plans reach their float teacher (55-56%), "
+                             "so at this size budget (uniform 3 bits) the bit allocation cannot "
+                             "matter; a budget where uniform loses accuracy is where it would",
+    "kd_gt_student_cifar": "budget: +0.2 pt < 2 SE; 10 student epochs; the student (44%) is far "
+                           "from its teacher (56%) and still improving",
+    "dabnn_gt_bireal_det": "holds at this budget; the Bi-Real baseline at 2x epochs: training "
+                           "loss still falls (3.76 -> 2.18) but test mAP drops (35.2% as trained, "
+                           "20.7% after re-estimating BN): it overfits 3,000 images",
+    "qyolo_uh_ge_minmax": "holds as >= (+1.41 pt, n.s.; mAP varies 5 pt across seeds)",
     "lsq4_within_float": "holds (-0.71 pt, 2 SE 0.12: within 1 pt; not 'on par')",
 }
 
