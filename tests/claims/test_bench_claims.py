@@ -130,3 +130,33 @@ def test_paired_standard_error_matches_scipy(bc):
     t = stats.ttest_rel(m, b).statistic
     assert r["se_kind"] == "paired" and r["se"] == pytest.approx(r["diff"] / t)
     assert r["se"] < bc.compare(m, b, ">=")["se"] / 5    # Welch sees the seeds' spread
+
+
+def test_probes_change_only_their_option():
+    """tools/claims_probes.py: each probe builds the layer of the claims benchmark with one
+    option changed (what the 'why' column cites), nothing else."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import claims_probes as CP
+
+    from tfcompress import keras
+
+    expected = {"pcnn-j1": {"projections": 1}, "pcnn-j2": {"projections": 2},
+                "pcnn-j2-signed": {"projections": 2}, "xnor-no-k": {"input_scaling": False},
+                "xnor-one-pad": {"input_scaling": True, "pad_values": 1.0}}
+    for name, (kind, dataset, factory) in CP.PROBES.items():
+        layer, act = factory(16)
+        ref, ref_act = CP.BC.quantized_conv(kind, 16)
+        def norm(c):     # auto-generated names (ste_sign, ste_sign_1, ...) are not options
+            if isinstance(c, dict):
+                return {k: norm(v) for k, v in c.items() if k != "name"}
+            return norm(c.get_config()) if hasattr(c, "get_config") else c
+
+        cfg, base = norm(layer.get_config()), norm(ref.get_config())
+        changed = {k for k in cfg if k != "name" and cfg[k] != base.get(k)}
+        assert {k: cfg[k] for k in expected[name]} == expected[name], name
+        assert changed <= set(expected[name]) | {"projection_initializer"}, (name, changed)
+        assert type(layer) is type(ref) and act is None and ref_act is None
+    signed = CP.PROBES["pcnn-j2-signed"][2](16)[0]
+    assert isinstance(signed.projection_initializer, keras.initializers.RandomUniform)
