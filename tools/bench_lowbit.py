@@ -233,6 +233,16 @@ def run_methods(dataset, args, rows, data, floats):
             row.update(always_weight_bytes=sum(r["weight_bytes"] for r in kernels),
                        always_agreement=prep.agreement, always_file_accuracy=prep.accuracy,
                        always_litert_ms=prep.latency.get("median_ms"))
+            if args.compute16:
+                # the same model with compute="16x8" (exact first: int16 activations)
+                e16 = tfcompress.convert(model, target="int8", representative_data=x[:300],
+                                         allow_low_bit=True, compute="16x8", io_type=IO_TYPE)
+                erep = e16.verify(xt, yt, latency_runs=args.latency_runs, warmup=10)
+                n_micro = min(args.micro_examples, len(xt))
+                emic = e16.verify(xt[:n_micro], yt[:n_micro], runtime="micro", latency_runs=0)
+                row.update(x16_agreement=erep.agreement, x16_file_accuracy=erep.accuracy,
+                           x16_micro_agreement=emic.agreement, x16_file_bytes=e16.size,
+                           x16_litert_ms=erep.latency.get("median_ms"))
         except Exception as err:   # recorded in the table with its reason, never hidden
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
         row["seconds"] = time.perf_counter() - t
@@ -240,7 +250,9 @@ def run_methods(dataset, args, rows, data, floats):
         log(f"[{dataset}] {method:12s} {row['bits']:7s} " + (
             f"keras {row['keras_accuracy']:.4f} file {row['file_accuracy']:.4f} agree "
             f"{row['agreement']:.4f} micro {row['micro_agreement']:.4f} weights "
-            f"{row['weight_bytes']} B file {row['file_bytes']} B ({row['seconds']:.0f} s)"
+            f"{row['weight_bytes']} B file {row['file_bytes']} B"
+            + (f" | 16x8 agree {row['x16_agreement']:.4f} micro {row['x16_micro_agreement']:.4f}"
+               if "x16_agreement" in row else "") + f" ({row['seconds']:.0f} s)"
             if "error" not in row else row["error"]))
 
 
@@ -357,6 +369,15 @@ def checks(rows, plans, planes):
         for runtime in ("lce", "tfcompress"):
             out.append({"check": f"bit planes {r['method']} {runtime} agreement >= {AGREEMENT_NEED:.1%}",
                         "value": r[f"{runtime}_agreement"], "need": AGREEMENT_NEED})
+    x16 = [r for r in ok if "x16_agreement" in r]
+    if x16:
+        out.append({"check": f"min agreement with compute='16x8' (LiteRT) >= {AGREEMENT_NEED:.1%}",
+                    "value": min(r["x16_agreement"] for r in x16), "need": AGREEMENT_NEED})
+        out.append({"check": f"min agreement with compute='16x8' (Micro) >= {AGREEMENT_NEED:.1%}",
+                    "value": min(r["x16_micro_agreement"] for r in x16), "need": AGREEMENT_NEED})
+        out.append({"check": f"- max |16x8 file - Keras accuracy| (pt) >= -{ACCURACY_GAP_PT}",
+                    "value": -max(100 * abs(r["x16_file_accuracy"] - r["keras_accuracy"]) for r in x16),
+                    "need": -ACCURACY_GAP_PT})
     return out
 
 
@@ -369,6 +390,10 @@ def main(argv=None):
     p.add_argument("--micro-examples", type=int, default=None)
     p.add_argument("--latency-runs", type=int, default=None)
     p.add_argument("--out-dir", default="benchmarks")
+    p.add_argument("--compute16", action="store_true",
+                   help="also convert each row with compute='16x8' (int16 activations)")
+    p.add_argument("--no-extras", action="store_true",
+                   help="method rows only (no OMPQ plan, no bit-plane table)")
     args = p.parse_args(argv)
     args.micro_examples = args.micro_examples or (20 if args.quick else 1000)
     args.latency_runs = args.latency_runs or (3 if args.quick else 100)
@@ -381,11 +406,11 @@ def main(argv=None):
         run_methods(ds, args, rows, data[ds], floats)
     plan_ds = "mnist" if "mnist" in datasets else datasets[0]
     try:
-        plans = run_ompq(plan_ds, args, floats[plan_ds], data[plan_ds])
+        plans = [] if args.no_extras else run_ompq(plan_ds, args, floats[plan_ds], data[plan_ds])
     except Exception as err:   # recorded, never hidden
         plans = []
         log(f"[plans] {type(err).__name__}: {err}")
-    if "mnist" in datasets:
+    if "mnist" in datasets and not args.no_extras:
         planes = run_bitplanes(args, data["mnist"])
     checks_ = checks(rows, plans, planes)
     for r in rows:
@@ -402,7 +427,11 @@ def main(argv=None):
                ("always_weight_bytes", "all packed: weight bytes", "{:,}"),
                ("always_agreement", "all packed: agreement", "{:.2%}"),
                ("always_litert_ms", "all packed: LiteRT ms", "{:.3f}"),
-               ("notes", "notes", "{}"))
+               ) + ((("x16_agreement", "16x8: agreement", "{:.2%}"),
+                     ("x16_micro_agreement", "16x8: agreement (Micro)", "{:.2%}"),
+                     ("x16_file_bytes", "16x8: file KiB", "{:.1f}", 1 / 1024),
+                     ("x16_litert_ms", "16x8: LiteRT ms", "{:.3f}")) if args.compute16 else ()) + (
+               ("notes", "notes", "{}"),)
     from tfcompress.report.tables import markdown_table
 
     plan_cols = (("dataset", "dataset", "{}"), ("plan", "plan", "{}"), ("bits", "bits per layer", "{}"),

@@ -102,3 +102,52 @@ def test_unquantized_tensor_before_global_average_stays_int16(rng):
     tpu = tfcompress.convert(m, target="edgetpu", representative_data=x, allow_low_bit=True)
     assert {(r["layer"], r["role"]): r for r in tpu.report()["layers"]}[("c", "kernel")][
         "compute_bits"] != "8x16"
+
+
+def test_compute_16x8_makes_every_grid_exact(rng):
+    """compute='16x8': each quantized layer reads its input grid spread over int16 (int64 bias,
+    int8 weights), so the file's integers equal Keras's on every grid, in LiteRT and Micro."""
+    import pytest
+
+    from tfcompress.errors import ConversionError
+
+    inp = keras.Input((8, 8, 3))
+    h = QL.QuantConv2D(16, 3, padding="same", input_quantizer=Q.LSQ(bits=8, signed=True),
+                       kernel_quantizer=Q.LSQ(bits=8, per_channel=True), name="stem")(inp)
+    h = keras.layers.BatchNormalization(name="bn0")(h)
+    for i in range(2):
+        h = QL.QuantConv2D(16, 3, padding="same", input_quantizer=Q.LSQ(bits=3, signed=True),
+                           kernel_quantizer=Q.LSQ(bits=3, per_channel=True), name=f"h{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn{i + 1}")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = QL.QuantDense(5, input_quantizer=Q.LSQ(bits=8, signed=True),
+                        kernel_quantizer=Q.LSQ(bits=8, per_channel=True), name="d")(h)
+    m = keras.Model(inp, keras.layers.Softmax()(out))
+    x = rng.normal(size=(128, 8, 8, 3)).astype("float32")
+    m(x, training=True)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 16).astype("float32"),
+                               rng.normal(0, .3, 16).astype("float32"),
+                               rng.normal(0, .3, 16).astype("float32"),
+                               rng.uniform(.5, 2, 16).astype("float32")])
+    res = tfcompress.convert(m, target="int8", representative_data=x, io_type="float32",
+                             compute="16x8")
+    rows = [r for r in res.report()["layers"] if r["role"] == "kernel"]
+    assert rows and all(r["compute_bits"] == "8x16" and r["stored_bits"] == 8 for r in rows), rows
+    grids = {g["layer"]: g["agreement"] for g in grid_agreement(res, x)}
+    # grid to grid: exact; the Dense reads a global average of a tensor Keras keeps float
+    # (rounded to int16 in the file), so a value on a rounding boundary may still move
+    assert [grids[k] for k in ("stem", "h0", "h1")] == [1.0, 1.0, 1.0], grids
+    assert grids["d"] >= 0.99, grids
+    for runtime in ("litert", "micro"):
+        assert res.verify(x, runtime=runtime, latency_runs=0).agreement >= 0.99, runtime
+    default = {g["layer"]: g["agreement"] for g in grid_agreement(
+        tfcompress.convert(m, target="int8", representative_data=x, io_type="float32"), x)}
+    assert min(default[k] for k in ("h0", "h1")) < 1.0, default    # what 16x8 removes
+    for bad, match in (({"compute": "int4"}, "compute must be"),
+                       ({"compute": "16x8", "pack_weights": "always"}, "int8 filters only"),
+                       ({"compute": "16x8", "target": "edgetpu"}, "int8 or micro target")):
+        kwargs = {"target": "int8", "representative_data": x, **bad}
+        with pytest.raises(ConversionError, match=match):
+            tfcompress.convert(m, **kwargs)

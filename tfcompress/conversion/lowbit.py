@@ -349,7 +349,7 @@ def check_plan(model, plan):
 
 
 def export(model, *, target, representative_data, calibration_steps=500, io_type="int8",
-           allow_low_bit=False, plan=None, pack=True):
+           allow_low_bit=False, plan=None, pack=True, compute="int8"):
     """Write the exact-grid int8 flatbuffer of ``model`` (see the module docstring).
 
     Args:
@@ -364,6 +364,8 @@ def export(model, *, target, representative_data, calibration_steps=500, io_type
             checked against the model and shown in the report.
         pack: ``True`` packs <= 4-bit kernels where the runtime runs them exactly, ``"always"``
             wherever it runs them, ``False`` never (see the module docstring).
+        compute: ``"int8"`` or ``"16x8"`` (int8/micro: every quantized linear op in 16x8 with
+            its input grid spread over int16; kernels stay int8).
 
     Returns:
         ``(flatbuffer bytes, extras)`` where ``extras["layers"]`` holds one row per quantized
@@ -389,7 +391,9 @@ def export(model, *, target, representative_data, calibration_steps=500, io_type
     missing = [v.name for v in _all_values(g) if v.scale is None]
     if missing:
         raise ConversionError(f"No int8 parameters for tensors {missing[:5]} (internal error).")
-    emitter = _Emitter(g, target, io_type, allow_low_bit, pack)
+    if compute == "16x8":
+        pack = False            # TFLite's 16x8 kernels take int8 filters only
+    emitter = _Emitter(g, target, io_type, allow_low_bit, pack, int16=compute == "16x8")
     flatbuffer = emitter.run()
     rows = _report_rows(g, notes, plan)
     grids = []

@@ -72,6 +72,14 @@ def _widening(v):
     return max(255 // max(hi - lo, 1), 1)
 
 
+def _int16_ratio(v):
+    """The integer ``r`` that spreads ``v``'s integers (zero point removed) over int16."""
+    if v.grid is None:
+        return 128
+    lo, hi = _grid_range(v)
+    return max(32767 // max(abs(lo), abs(hi), 1), 1)
+
+
 def _headroom(ints, bits):
     """Largest integer ``k_c`` per output channel with ``k_c * ints`` inside the ``bits``-bit
     container (``[-2^{b-1}, 2^{b-1} - 1]``, int8 weights ``[-127, 127]``)."""
@@ -87,9 +95,10 @@ def _headroom(ints, bits):
 
 
 class _Emitter:
-    def __init__(self, g, target, io_type, allow_low_bit, pack=True):
+    def __init__(self, g, target, io_type, allow_low_bit, pack=True, int16=False):
         self.g, self.target, self.io_type, self.allow_low_bit = g, target, io_type, allow_low_bit
         self.pack = pack
+        self.int16 = int16 and target in ("int8", "micro")
         self.widen_cache = {}
         self.b = GraphBuilder()
         self.idx = {}
@@ -196,7 +205,10 @@ class _Emitter:
         same = a.get("padding") == "SAME"
         border = bool(x.offset) and (same or (x.producer is not None and x.producer.kind == "pad"))
         padding = a.get("padding")
-        if widen > 1 and (bits < 8 or multiplier.max() > PRECISION_MULTIPLIER or border):
+        all16 = (self.int16 and bits == 8 and not border and x.dtype == "int8"
+                 and y.dtype == "int8" and y.grid is not None)
+        if widen > 1 and not all16 and (bits < 8 or multiplier.max() > PRECISION_MULTIPLIER
+                                        or border):
             x_idx = self.widened(x, widen)
             s_in, s_in_st = s_in / widen, s_in_st / widen
             row.setdefault("notes", []).append(f"input widened x{widen} (exact MUL) for precision")
@@ -214,7 +226,7 @@ class _Emitter:
         x16_in = x.dtype == "int16"        # an int16 tensor kept for a global average
         precise = (self.target in ("int8", "micro") and y.dtype == "int8" and y.grid is not None
                    and bits == 8 and x_idx == self.t(x) and x.dtype == "int8"
-                   and multiplier.max() > PRECISION_MULTIPLIER)
+                   and multiplier.max() > PRECISION_MULTIPLIER) or all16
         if x16_in and y.dtype == "int8":
             # a 16x8 op writes int16: the grid's integers go to int16, then into int8 as below
             precise = True
@@ -226,18 +238,22 @@ class _Emitter:
             # grid's zero point: the same clamp as the int8 op, one rounding, a finer bias.
             y_idx = self.b.tensor(f"{y.name}/int16", y.shape, "int16", scale=y.stored_scale,
                                   zero_point=0)
-            row.setdefault("notes", []).append("16x8 for precision (int16 input)" if x16_in
-                                               else "16x8 for precision (8-bit input grid)")
+            row.setdefault("notes", []).append(
+                "16x8 for precision (int16 input)" if x16_in else
+                f"16x8 (compute='16x8'): input integers x{_int16_ratio(x)} in int16" if all16
+                else "16x8 for precision (8-bit input grid)")
             row["compute_bits"] = "8x16"
         if x16_in:
             bias_type = "int64"
         elif y.dtype == "int16" or precise:
             # 16x8: the int8 input requantized exactly to int16 (x128, multiplier 128), an
             # int64 bias in units of the finer input scale
-            x16 = self.b.tensor(f"{x.name}/int16", x.shape, "int16", scale=s_in_st / 128,
+            # (all16: a trained grid's integers times the largest integer int16 holds)
+            r = _int16_ratio(x) if all16 else 128
+            x16 = self.b.tensor(f"{x.name}/int16x{r}", x.shape, "int16", scale=s_in_st / r,
                                 zero_point=0)
             self.b.op("QUANTIZE", [x_idx], [x16])
-            x_idx, s_in, s_in_st, bias_type = x16, s_in / 128, s_in_st / 128, "int64"
+            x_idx, s_in, s_in_st, bias_type = x16, s_in / r, s_in_st / r, "int64"
         b_int = np.round(bias / (s_in * w_true))
         row["multiplier"] = float(np.max(s_in * w_true / s_out))
         if bias_type == "int32" and np.abs(b_int).max(initial=0) >= 2 ** 31:
