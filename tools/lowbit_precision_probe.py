@@ -2,8 +2,9 @@
 
 Trains bench_lowbit's CIFAR-10 float CNN (4 epochs, 10,000 images), fine-tunes a uniform
 4-bit copy (1 epoch), converts it with the exact-grid exporter twice: with the default
-precision rule (16x8 only where the requantization multiplier exceeds 2^-10) and with 16x8
-wherever an 8-bit input grid allows it (threshold 0), and prints for each: Keras/file accuracy
+precision rule (16x8 only where the requantization multiplier exceeds 2^-10), with 16x8
+wherever an 8-bit input grid allows it (threshold 0), and with ``compute="16x8"`` (every
+quantized layer in 16x8), and prints for each: Keras/file accuracy
 and agreement on the first 3,000 test images, the share of each activation grid's integers
 equal to Keras's (tfcompress.conversion.lowbit.grid_agreement on 100 images), and the layers'
 storage, compute precision and multipliers. Output of one run: benchmarks/lowbit_precision_probe.txt.
@@ -39,9 +40,11 @@ def main():
     m = B.quantize_from(f, "cifar10", "uniform", 4, x, y, budget, 0)
     default = E.PRECISION_MULTIPLIER
     try:
-        for threshold in (default, 0.0):
+        for threshold, compute in ((default, "int8"), (0.0, "int8"), (default, "16x8")):
             E.PRECISION_MULTIPLIER = threshold
-            r = tfcompress.convert(m, target="int8", representative_data=x[:300], io_type="float32")
+            r = tfcompress.convert(m, target="int8", representative_data=x[:300],
+                                   io_type="float32", compute=compute)
+            print(f"compute={compute!r}:", flush=True)
             rep = r.verify(xt, yt, latency_runs=0)
             print(f"16x8 threshold {threshold:g}: keras {rep.keras_accuracy:.4f} file "
                   f"{rep.accuracy:.4f} agreement {rep.agreement:.4f}", flush=True)
