@@ -290,3 +290,16 @@ def test_cli_summary_json_and_plot(saved_model, tmp_path, capsys):
 def test_cli_summary_missing_file(tmp_path, capsys):
     assert cli.main(["summary", str(tmp_path / "nope.keras")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_record_names_the_commit_that_ran(monkeypatch):
+    """A benchmark that runs while the checkout moves on records the commit it started from
+    (the code it imported) and, separately, the commit at write time."""
+    from tfcompress.report import tables
+
+    monkeypatch.setattr(tables, "_COMMIT_AT_IMPORT", ["aaaaaaa"])
+    monkeypatch.setattr(tables, "_git_commit", lambda: "bbbbbbb")
+    env = tables.environment()
+    assert env["commit"] == "aaaaaaa" and env["commit_at_write"] == "bbbbbbb"
+    monkeypatch.setattr(tables, "_git_commit", lambda: "aaaaaaa")
+    assert "commit_at_write" not in tables.environment()

@@ -46,10 +46,28 @@ def package_versions(names=_PACKAGES):
     return versions
 
 
+_COMMIT_AT_IMPORT = []
+
+
+def commit_at_start():
+    """The commit when this module was first asked (benchmarks ask at start: see
+    :func:`environment`), so a record names the code that ran, not a later checkout."""
+    if not _COMMIT_AT_IMPORT:
+        _COMMIT_AT_IMPORT.append(_git_commit())
+    return _COMMIT_AT_IMPORT[0]
+
+
+commit_at_start()          # at import: benchmark tools import this before they run
+
+
 def environment():
-    """Commit, date, CPU, cores, Python and library versions, for benchmark records."""
+    """Commit, date, CPU, cores, Python and library versions, for benchmark records.
+
+    ``commit`` is the commit when the process first called this (or :func:`commit_at_start`);
+    ``commit_at_write`` is added when the checkout changed while it ran."""
+    start, now = commit_at_start(), _git_commit()
     return {
-        "commit": _git_commit(),
+        "commit": start, **({"commit_at_write": now} if now != start else {}),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
         "versions": package_versions(),
