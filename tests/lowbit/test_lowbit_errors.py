@@ -112,3 +112,30 @@ def test_pack_weights_option_validated():
     m = _model(QL.QuantConv2D(4, 3, input_quantizer=Q.LSQ(bits=4), kernel_quantizer=Q.LSQ(bits=4)))
     with pytest.raises(ConversionError, match="pack_weights"):
         tfcompress.convert(m, target="int8", representative_data=X, pack_weights="yes")
+
+
+def test_grid_beyond_the_int8_container_is_refused():
+    """An LSQ+ offset of several steps moves the grid's zero point outside int8: refused with
+    the tensor named, instead of a file LiteRT cannot load."""
+    import numpy as np
+    import pytest
+
+    import tfcompress
+    from tfcompress import layers as QL
+    from tfcompress import quantizers as Q
+    from tfcompress._keras import keras
+    from tfcompress.errors import ConversionError
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = QL.QuantConv2D(8, 3, padding="same", input_quantizer=Q.LSQ(bits=8, signed=True),
+                       kernel_quantizer=Q.LSQ(bits=8, per_channel=True), name="stem")(inp)
+    h = QL.QuantConv2D(8, 3, padding="same", input_quantizer=Q.LSQPlus(bits=4),
+                       kernel_quantizer=Q.LSQ(bits=4, per_channel=True), name="c")(h)
+    m = keras.Model(inp, keras.layers.Flatten()(h))
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype("float32")
+    m(x, training=True)
+    offset = [w for w in m.get_layer("c").weights if "offset" in w.name][0]
+    offset.assign(np.full(offset.shape, 5.0, np.float32))      # many steps
+    with pytest.raises(ConversionError, match="zero point .* outside int8"):
+        tfcompress.convert(m, target="int8", representative_data=x, allow_low_bit=True)

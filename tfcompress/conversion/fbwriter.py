@@ -14,6 +14,8 @@ ignores versions.
 import flatbuffers
 import numpy as np
 
+from tfcompress.errors import ConversionError
+
 # TensorFlow 2.21's converter writes these versions for int8 graphs.
 OP_VERSIONS = {
     "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "MAX_POOL_2D": 2,
@@ -76,6 +78,14 @@ class GraphBuilder:
             zp = np.atleast_1d(np.asarray(0 if zero_point is None else zero_point, np.int64))
             if zp.size == 1 and len(q.scale) > 1:
                 zp = np.zeros(len(q.scale), np.int64) + zp[0]
+            bounds = {"int8": (-128, 127), "uint8": (0, 255), "int16": (0, 0)}.get(dtype)
+            if bounds and not ((zp >= bounds[0]) & (zp <= bounds[1])).all():
+                raise ConversionError(
+                    f"Tensor {name!r}: zero point {int(zp[(zp < bounds[0]) | (zp > bounds[1])][0])} "
+                    f"is outside {dtype}'s {list(bounds)}: its grid (scale and zero point, for "
+                    "example an LSQ+ offset of several steps) does not fit the container, so "
+                    "the file would be invalid. Retrain with a smaller offset or a narrower "
+                    "grid, or use target='float32'.")
             q.zeroPoint = [int(v) for v in zp]
             q.quantizedDimension = int(axis)
             t.quantization = q
