@@ -43,10 +43,10 @@ def convert(model, *, target, representative_data=None, calibration_steps=500,
         compute: exact-grid exporter, ``int8``/``micro`` targets: ``"int8"`` (default; int8
             activations, the smallest and fastest file) or ``"16x8"``: every quantized
             convolution and dense layer reads its input grid spread over int16 and runs in
-            TFLite's 16x8 kernels (int8 weights, int64 bias), so no accumulator rounding
-            moves a level between two trained grids (on a 52% CIFAR-10 model: agreement
-            97.5% -> 100%); kernels stay int8 (not packed) and these kernels are slower (no
-            XNNPACK).
+            TFLite's 16x8 kernels (int8 weights, int64 bias), so the bias no longer rounds to
+            half an int8 accumulator unit (which moves low-bit grid levels; CIFAR-10 4-bit rows
+            of benchmarks/lowbit_16x8: agreement 96-98% -> 99.7-99.99%); kernels stay int8
+            (not packed) and these kernels are slower (no XNNPACK).
 
     Returns:
         :class:`ConversionResult` holding the bytes, size, op list and I/O quantization.
