@@ -45,7 +45,8 @@ def convert(model, *, target, representative_data=None, calibration_steps=500,
             convolution and dense layer reads its input grid spread over int16 and runs in
             TFLite's 16x8 kernels (int8 weights, int64 bias), so the bias no longer rounds to
             half an int8 accumulator unit (which moves low-bit grid levels; CIFAR-10 4-bit rows
-            of benchmarks/lowbit_16x8: agreement 96-98% -> 99.7-99.99%); kernels stay int8
+            of benchmarks/lowbit_16x8: agreement 96-98% -> 99.7-99.99%; LSQ+ layers with an
+            input offset at a SAME border stay int8); kernels stay int8
             (not packed) and these kernels are slower (no XNNPACK).
 
     Returns:
