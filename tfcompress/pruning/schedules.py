@@ -79,10 +79,10 @@ class PruningSchedule:
     final_sparsity = 0.0
 
     def __call__(self, step):  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(step) -> sparsity.")
 
     def get_config(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define get_config().")
 
     @classmethod
     def from_config(cls, config):
@@ -90,7 +90,7 @@ class PruningSchedule:
 
     def to_tfmot(self):  # pragma: no cover - abstract
         """The equivalent ``tfmot.sparsity.keras`` schedule (for ``prune_low_magnitude``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no TF-MOT equivalent (to_tfmot).")
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
