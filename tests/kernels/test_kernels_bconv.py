@@ -107,3 +107,32 @@ def test_grouped_bconv_matches_keras():
     for isa in _isas():
         ours = Interpreter(fb, runtime="tfcompress", isa=isa).predict(x)
         assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max(), isa
+
+
+# Shapes for the AVX-512 direct bit GEMM (no im2col copy: whole 64-bit words per tap, one
+# group, no horizontal dilation): wide rows so that the 32-pixel chunks straddle image rows
+# and mix border pixels (im2col) with interior runs (direct), vertical dilation, VALID and
+# 1x1 filters.
+DIRECT_CONFIGS = [
+    dict(h=13, w=37, cin=64, cout=40, k=3, stride=1, dilation=1, padding="same", pad_values=0),
+    dict(h=11, w=19, cin=128, cout=72, k=3, stride=2, dilation=1, padding="same", pad_values=1),
+    dict(h=9, w=23, cin=192, cout=16, k=5, stride=1, dilation=(2, 1), padding="same",
+         pad_values=0),
+    dict(h=7, w=45, cin=64, cout=24, k=3, stride=1, dilation=1, padding="valid", pad_values=0),
+    dict(h=6, w=33, cin=128, cout=8, k=1, stride=1, dilation=1, padding="valid", pad_values=0),
+]
+
+
+@pytest.mark.parametrize("cfg", DIRECT_CONFIGS, ids=_cid)
+def test_direct_bgemm_equals_im2col_and_lce(cfg):
+    isas = _isas()
+    if "avx512" not in isas or "avx2" not in isas:
+        pytest.skip("the direct bit GEMM is AVX-512 only; this CPU cannot compare it with AVX2")
+    fb, _ = build(cfg, output="float")
+    x = inputs((cfg["h"], cfg["w"], cfg["cin"]), 2, np.random.default_rng(4))
+    direct, ref = run_both(fb, x, isa="avx512")
+    im2col, _ = run_both(fb, x, isa="avx2")
+    # same counts, same float operations: bit-identical to the im2col path
+    np.testing.assert_array_equal(direct, im2col)
+    tol = 1e-5 * max(1.0, float(np.abs(ref).max()))
+    assert np.abs(direct - ref).max() <= tol

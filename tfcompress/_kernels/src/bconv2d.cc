@@ -1,4 +1,5 @@
-// LceBconv2d: im2col into 64-bit words, bit GEMM (kernels.h), output transform (float with
+// LceBconv2d: im2col into 64-bit words (or, for whole-word taps, the direct bit GEMM on a
+// zero-bordered copy of the input), bit GEMM (kernels.h), output transform (float with
 // post-activation multiplier/bias and the zero-padding correction, int8, or bitpacked with
 // thresholds), over chunks of output pixels on the thread pool.
 #include <limits.h>
@@ -13,6 +14,7 @@ namespace tfc {
 namespace {
 
 constexpr int kChunkPixels = 32;  // output pixels per task
+constexpr int kMaxChunk = 4 * kChunkPixels;  // ... at most (a whole output row for the direct GEMM)
 
 // ------------------------------------------------------------------- LceBconv2d
 class Bconv2dOp : public Op {
@@ -49,9 +51,14 @@ class Bconv2dOp : public Op {
   static void Task(void* self, int task, int thread) {
     static_cast<Bconv2dOp*>(self)->RunTask(task, thread);
   }
+  struct Scratch;
   void RunTask(int task, int thread);
   void PackFilter(const uint32_t* filter);
   void Im2col(const uint32_t* in, int batch, int p0, int rows, int group, uint64_t* P) const;
+  // Direct bit GEMM: the input copied into a zero-bordered buffer (PadInput), then the counts
+  // for rows [r, r + n) of a chunk, all in output row oy from column ox on.
+  void PadInput();
+  void GemmDirect(Scratch& s, int batch, int oy, int ox, int r, int n) const;
 
   // options
   int channels_in_ = 0, sh_ = 1, sw_ = 1, dh_ = 1, dw_ = 1, padding_ = 0, pad_values_ = 0,
@@ -78,7 +85,18 @@ class Bconv2dOp : public Op {
     AlignedArray<uint64_t> patches;
     AlignedArray<int32_t> counts;
     std::vector<float> row;
+    std::vector<const int32_t*> corr_rows;  // zero-padding correction per row of a chunk
+    std::vector<const uint64_t*> window_rows;  // direct bgemm: one input row per filter row
   };
+  // Direct bit GEMM (KernelTable::bgemm_direct, no im2col copy) when the taps are whole 64-bit
+  // words, there is one group and no horizontal dilation: the input is first copied into
+  // padded_, which has the zero words of the padding around it (bit 0 = +1, what im2col
+  // writes for padding; zero padding is corrected afterwards in both paths), so every
+  // output pixel's window is kh runs of kw * w64_ words.
+  bool direct_ = false;
+  int hp_ = 0, wp_ = 0;              // padded image size in pixels
+  long long step_ = 0;               // u64 words from one output pixel's window to the next
+  AlignedArray<uint64_t> padded_;
   std::vector<Scratch> scratch_;
   // per-Eval pointers
   const uint32_t* in_data_ = nullptr;
@@ -361,13 +379,29 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
   scratch_.clear();
   scratch_.resize(threads);
   for (auto& s : scratch_) {
-    s.patches = MakeAligned<uint64_t>(static_cast<size_t>(kChunkPixels) * k64_);
-    s.counts = MakeAligned<int32_t>(static_cast<size_t>(kChunkPixels) * ldc_);
-    s.row.assign(static_cast<size_t>(kChunkPixels) * std::max(ldc_, cout_) + 16, 0.0f);
+    s.patches = MakeAligned<uint64_t>(static_cast<size_t>(kMaxChunk) * k64_);
+    s.counts = MakeAligned<int32_t>(static_cast<size_t>(kMaxChunk) * ldc_);
+    s.row.assign(static_cast<size_t>(kMaxChunk) * std::max(ldc_, cout_) + 16, 0.0f);
+    s.corr_rows.assign(kMaxChunk, nullptr);
+    s.window_rows.assign(kh_, nullptr);
     if (!s.patches || !s.counts) {
       *error = "LceBconv2d: out of memory for scratch buffers";
       return false;
     }
+  }
+  direct_ = (words_f_ % 2 == 0) && last_word_mask_ == ~0u && groups_ == 1 && dw_ == 1 &&
+            runtime->kernels->bgemm_direct != nullptr;
+  padded_.reset();
+  if (direct_) {
+    step_ = static_cast<long long>(sw_) * w64_;
+    hp_ = (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1;
+    wp_ = (ow_ - 1) * sw_ + kw_;
+    padded_ = MakeAligned<uint64_t>(static_cast<size_t>(n_) * hp_ * wp_ * w64_);
+    if (!padded_) {
+      *error = "LceBconv2d: out of memory for the padded input";
+      return false;
+    }
+    memset(padded_.get(), 0, static_cast<size_t>(n_) * hp_ * wp_ * w64_ * sizeof(uint64_t));
   }
   // Small images (the last stages: 7x7 = 49 pixels) are split finer so that every thread gets
   // an even share: at least 4 tasks per thread, in multiples of the micro-kernel's 4 rows.
@@ -376,6 +410,9 @@ bool Bconv2dOp::Prepare(TfcContext* context, std::string* error) {
   if (threads > 1 && pixels < static_cast<long long>(kChunkPixels) * threads * 4) {
     const long long want = (pixels + threads * 4 - 1) / (threads * 4);
     chunk_ = static_cast<int>(std::max<long long>(4, (want + 3) / 4 * 4));
+  } else if (direct_ && ow_ > kChunkPixels / 2 && ow_ <= 4 * kChunkPixels) {
+    // the direct GEMM works along output rows: whole rows per task keep its 4-row tiles full
+    chunk_ = ow_;
   }
   chunks_per_image_ = (oh_ * ow_ + chunk_ - 1) / chunk_;
   return true;
@@ -461,6 +498,26 @@ void Bconv2dOp::Im2col(const uint32_t* in, int batch, int p0, int rows, int grou
   }
 }
 
+void Bconv2dOp::PadInput() {
+  // padded_ holds zeros wherever the padding is (set at Prepare); copy the image's pixels in.
+  const int x_copy = std::min(w_, wp_ - pl_);  // VALID may leave right columns unused
+  const int y_copy = std::min(h_, hp_ - pt_);
+  for (int b = 0; b < n_; ++b)
+    for (int y = 0; y < y_copy; ++y) {
+      const uint32_t* src = in_data_ + (static_cast<size_t>(b) * h_ + y) * w_ * words_in_;
+      uint64_t* dst = padded_.get() + ((static_cast<size_t>(b) * hp_ + y + pt_) * wp_ + pl_) * w64_;
+      memcpy(dst, src, static_cast<size_t>(x_copy) * words_in_ * sizeof(uint32_t));
+    }
+}
+
+void Bconv2dOp::GemmDirect(Scratch& s, int batch, int oy, int ox, int r, int n) const {
+  const uint64_t* image = padded_.get() + static_cast<size_t>(batch) * hp_ * wp_ * w64_;
+  for (int fy = 0; fy < kh_; ++fy)
+    s.window_rows[fy] = image + (static_cast<size_t>(oy * sh_ + fy * dh_) * wp_ + ox * sw_) * w64_;
+  runtime->kernels->bgemm_direct(s.window_rows.data(), kh_, kw_ * w64_, step_, n, packed_.get(),
+                                 nb_g_, s.counts.get() + static_cast<size_t>(r) * ldc_, ldc_);
+}
+
 void Bconv2dOp::RunTask(int task, int thread) {
   Scratch& s = scratch_[thread];
   const int batch = task / chunks_per_image_;
@@ -468,12 +525,41 @@ void Bconv2dOp::RunTask(int task, int thread) {
   const int rows = std::min(chunk_, oh_ * ow_ - p0);
   const KernelTable* k = runtime->kernels;
   const size_t group_size = static_cast<size_t>(nb_g_) * k64_ * 8;
-  for (int g = 0; g < groups_; ++g) {
-    Im2col(in_data_, batch, p0, rows, g, s.patches.get());
-    k->bgemm(s.patches.get(), rows, k64_, packed_.get() + g * group_size, nb_g_,
-             s.counts.get() + g * cout_g_, ldc_);
+  if (direct_) {
+    // one direct GEMM per piece of an output row
+    int oy = p0 / ow_, ox = p0 % ow_;
+    for (int r = 0; r < rows;) {
+      const int len = std::min(rows - r, ow_ - ox);
+      GemmDirect(s, batch, oy, ox, r, len);
+      r += len;
+      ox = 0;
+      ++oy;
+    }
+  } else {
+    for (int g = 0; g < groups_; ++g) {
+      Im2col(in_data_, batch, p0, rows, g, s.patches.get());
+      k->bgemm(s.patches.get(), rows, k64_, packed_.get() + g * group_size, nb_g_,
+               s.counts.get() + g * cout_g_, ldc_);
+    }
   }
   const size_t pixel0 = static_cast<size_t>(batch) * oh_ * ow_ + p0;
+  if (out_type_ == kTfcFloat32 && fast_.on && k->out_fused_rows) {
+    const int32_t* const* corr = nullptr;
+    if (!corr_index_.empty()) {
+      for (int r = 0; r < rows; ++r) {
+        const int p = p0 + r;
+        const int idx = corr_index_[row_class_[p / ow_] * num_col_classes_ + col_class_[p % ow_]];
+        s.corr_rows[r] = idx >= 0 ? corr_.data() + idx : nullptr;
+      }
+      corr = s.corr_rows.data();
+    }
+    FusedOut f{fast_residual_ ? fast_residual_ + pixel0 * cout_ : nullptr, fast_.clamp,
+               fast_.lo, fast_.hi, fast_out_ ? fast_out_ + pixel0 * fast_out_stride_ : nullptr,
+               fast_bits_ ? fast_bits_ + pixel0 * Bitpacked(cout_) : nullptr};
+    const FusedStrides strides{cout_, fast_out_stride_, Bitpacked(cout_)};
+    k->out_fused_rows(s.counts.get(), ldc_, rows, cout_, transform_, corr, f, strides);
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     const int32_t* c = s.counts.get() + static_cast<size_t>(r) * ldc_;
     const size_t pixel = pixel0 + r;
@@ -523,6 +609,7 @@ bool Bconv2dOp::Eval(TfcContext* context, std::string*) {
     fast_out_stride_ = fast_.write >= 0 ? RowStride(fast_.write, cout_) : cout_;
     fast_bits_ = fast_.pack >= 0 ? static_cast<int32_t*>(Data(context, fast_.pack)) : nullptr;
   }
+  if (direct_) PadInput();
   const int tasks = n_ * chunks_per_image_;
   ThreadPool* pool = runtime->Pool(context);
   if (pool && static_cast<int>(scratch_.size()) >= pool->size()) {

@@ -91,6 +91,19 @@ class BoundEpilogue {
     run_.words = (e.channels + 31) / 32;
     run_.rows_per_batch = e.rows_per_batch;
     kernels_ = kernels;
+    // [MUL by a channel vector, ADD a channel vector, Pack]: a BatchNorm then LceQuantize
+    mul_add_pack_ = acts_.size() == 3 && acts_[0].kind == kActStep && acts_[0].step == kStepMul &&
+                    acts_[0].operand == kOperandChannel && acts_[1].kind == kActStep &&
+                    acts_[1].step == kStepAdd && acts_[1].operand == kOperandChannel &&
+                    acts_[2].kind == kActPack;
+  }
+  // True when the epilogue is MUL and ADD by per-channel vectors then Pack: RunMulAddPack
+  // then does it in one pass straight from the rows, without a copy.
+  bool mul_add_pack() const { return mul_add_pack_; }
+  // The row `row` (at `src`) through MUL, ADD, Pack (only if mul_add_pack()).
+  void RunMulAddPack(const float* src, long long row) const {
+    kernels_->mul_add_pack(src, acts_[0].src, acts_[1].src, run_.channels,
+                           static_cast<int32_t*>(acts_[2].dst) + row * run_.words);
   }
   // Applies the actions to `rows` consecutive rows starting at `row0`, held in `y`
   // (rows x channels floats, modified in place). Each action runs over the whole chunk, so
@@ -102,6 +115,7 @@ class BoundEpilogue {
   std::vector<EpAction> acts_;
   EpRun run_{};
   const KernelTable* kernels_ = nullptr;
+  bool mul_add_pack_ = false;
 };
 
 // Rows per chunk so that a chunk holds about 4096 values (16 KB, in L1 with its operands).

@@ -86,6 +86,10 @@ class ChainOp : public Op {
     op->plan_.Range(task, &r0, &r1);
     float* y = op->plan_.scratch[thread].data();
     const int c = op->epilogue.channels;
+    if (op->bound_.mul_add_pack()) {  // BatchNorm + sign straight from the rows
+      for (long long r = r0; r < r1; ++r) op->bound_.RunMulAddPack(op->src_ + r * c, r);
+      return;
+    }
     for (long long r = r0; r < r1; r += op->plan_.chunk) {
       const int rows = static_cast<int>(std::min<long long>(op->plan_.chunk, r1 - r));
       memcpy(y, op->src_ + r * c, sizeof(float) * c * rows);
@@ -177,6 +181,7 @@ class ConcatOp : public Op {
     op->plan_.Range(task, &r0, &r1);
     float* y = op->plan_.scratch[thread].data();
     const int c = op->epilogue.channels;
+    const bool fast = op->root >= 0 && op->bound_.mul_add_pack();
     for (long long r = r0; r < r1; r += op->plan_.chunk) {
       const int rows = static_cast<int>(std::min<long long>(op->plan_.chunk, r1 - r));
       for (int k = 0; k < rows; ++k) {
@@ -189,6 +194,10 @@ class ConcatOp : public Op {
             if (!op->in_place[i]) memcpy(wide + offset, op->srcs_[i] + (r + k) * w, sizeof(float) * w);
             offset += w;
           }
+          if (fast) {
+            op->bound_.RunMulAddPack(wide, r + k);  // BatchNorm + sign straight from the row
+            continue;
+          }
           memcpy(p, wide, sizeof(float) * c);
           continue;
         }
@@ -198,7 +207,7 @@ class ConcatOp : public Op {
           p += w;
         }
       }
-      op->bound_.Run(y, r, rows);
+      if (!fast) op->bound_.Run(y, r, rows);
     }
   }
 

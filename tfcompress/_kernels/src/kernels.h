@@ -8,6 +8,9 @@
 //   patches P: M rows (output pixels) x K64 uint64 words,
 //   filter  W: packed in blocks of 8 output channels, W[nb][k][lane],
 //   counts  C[m][n] = sum_k popcount(P[m][k] ^ W[n/8][k][n%8]) (xor-popcount).
+// Where the taps are whole 64-bit words (channels a multiple of 64, one group, no horizontal
+// dilation) and the ISA has it, the bit GEMM reads the rows of P straight from a zero-bordered
+// copy of the input instead (bgemm_direct): the same counts without the im2col copy.
 #ifndef TFCOMPRESS_KERNELS_KERNELS_H_
 #define TFCOMPRESS_KERNELS_KERNELS_H_
 
@@ -63,13 +66,27 @@ struct FusedOut {
   int32_t* bits;
 };
 
+// Per-row advance of FusedOut's pointers, in elements (floats or int32 words).
+struct FusedStrides {
+  long long residual, out, bits;
+};
+
 struct KernelTable {
   const char* name;
   // C[m][0..NB*8) = counts for M rows; ldc = row stride of C in int32.
   void (*bgemm)(const uint64_t* P, int M, int K64, const uint64_t* W, int NB, int32_t* C,
                 int ldc);
+  // bgemm without the im2col copy (nullptr: not available). Row m of P is the concatenation,
+  // over fy in [0, kh), of the `run` words at rows[fy] + m * step: M consecutive output
+  // pixels of one image row whose filter windows lie inside the input horizontally (rows
+  // of the window above or below the image point at zeros). K64 = kh * run.
+  void (*bgemm_direct)(const uint64_t* const* rows, int kh, int run, long long step, int M,
+                       const uint64_t* W, int NB, int32_t* C, int ldc);
   // Bitpack n floats (x < 0 -> 1) into ceil(n/32) words.
   void (*pack_f32)(const float* x, int n, int32_t* out);
+  // Bitpack (x * mul + add) < 0 for n floats, the product and the sum rounded one by one as
+  // MUL and ADD round them (a BatchNorm left as MUL and ADD, then LceQuantize).
+  void (*mul_add_pack)(const float* x, const float* mul, const float* add, int n, int32_t* out);
   // Bitpack n int8 values (x < zero_point -> 1).
   void (*pack_i8)(const int8_t* x, int n, int32_t zero_point, int32_t* out);
   // One row of counts -> n floats. corr may be null (no zero-padding correction).
@@ -82,6 +99,12 @@ struct KernelTable {
   // One row of counts -> the fused output (see FusedOut).
   void (*out_fused)(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
                     const FusedOut& f);
+  // out_fused over `rows` consecutive rows in one call (nullptr: call out_fused per row).
+  // Row r reads c + r * ldc and corr[r] (corr itself may be null: no correction anywhere);
+  // f's pointers are those of row 0 and advance by `strides` per row.
+  void (*out_fused_rows)(const int32_t* c, int ldc, int rows, int n, const FloatTransform& t,
+                         const int32_t* const* corr, const FusedOut& f,
+                         const FusedStrides& strides);
 };
 
 extern const KernelTable kPortableKernels;
@@ -100,6 +123,7 @@ bool ParseIsa(const char* s, Isa* out);
 
 // Shared portable helpers (used by every table for the less hot paths).
 void PackF32Portable(const float* x, int n, int32_t* out);
+void MulAddPackPortable(const float* x, const float* mul, const float* add, int n, int32_t* out);
 void PackI8Portable(const int8_t* x, int n, int32_t zero_point, int32_t* out);
 void OutF32Portable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
                     float* out);

@@ -85,6 +85,20 @@ void OutFusedPortable(const int32_t* c, int n, const FloatTransform& t, const in
   }
 }
 
+void MulAddPackPortable(const float* x, const float* mul, const float* add, int n, int32_t* out) {
+  for (int w = 0; w * 32 < n; ++w) {
+    uint32_t bits = 0;
+    const int end = n - w * 32 < 32 ? n - w * 32 : 32;
+    for (int j = 0; j < end; ++j) {
+      const int i = w * 32 + j;
+      const float p = x[i] * mul[i];
+      const float y = p + add[i];
+      bits |= static_cast<uint32_t>(y < 0.0f) << j;
+    }
+    out[w] = static_cast<int32_t>(bits);
+  }
+}
+
 void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
   for (int w = 0; w * 32 < n; ++w) {
     uint32_t bits = 0;
@@ -96,8 +110,9 @@ void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t
 }
 
 const KernelTable kPortableKernels = {
-    "portable", BgemmPortable, PackF32Portable, PackI8Portable, OutF32Portable, OutBitsPortable,
-    DotPortable, OutFusedPortable,
+    "portable", BgemmPortable, nullptr, PackF32Portable, MulAddPackPortable, PackI8Portable,
+    OutF32Portable, OutBitsPortable,
+    DotPortable, OutFusedPortable, nullptr,
 };
 
 Isa DetectIsa() {
