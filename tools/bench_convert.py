@@ -8,8 +8,9 @@ Trains the quickstart CNN (:func:`tfcompress.quickstart.build_cnn`) as float and
 the quickstart recipe (Adam, cosine decay, batch 128), converts the float model to
 ``float32, float16, dynamic, int8, int16x8, micro, edgetpu`` (integer targets calibrated on 500
 training images) and the binary model to ``lce``, and runs every file on the test split with
-one interpreter thread. The LCE file is verified and timed with both of LCE's x86 kernels
-(``default`` and ``indirect_bgemm``). Latencies are measured one after another, in the same
+one interpreter thread. The LCE file is verified and timed in tfcompress's kernels (what
+``runtime="auto"`` picks) and with both of LCE's x86 kernels (``default`` and
+``indirect_bgemm``). Latencies are measured one after another, in the same
 process, after all verifications, as batch-1 single-thread medians. Writes
 ``<out-dir>/convert.md`` and ``<out-dir>/convert.json``.
 """
@@ -24,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402  (selects Keras 2 before TensorFlow loads)
-from tfcompress import keras  # noqa: E402
+from tfcompress import _kernels, keras  # noqa: E402
 from tfcompress.conversion import convert  # noqa: E402
 from tfcompress.data import load  # noqa: E402
 from tfcompress.errors import TfcompressError  # noqa: E402
@@ -34,6 +35,17 @@ from tfcompress.report import write_benchmark  # noqa: E402
 FLOAT_TARGETS = ("float32", "float16", "dynamic", "int8", "int16x8", "micro", "edgetpu")
 CALIBRATED = ("int8", "int16x8", "micro", "edgetpu")
 LCE_KERNELS = ("indirect_bgemm", "default")
+# the LCE file in tfcompress's kernels (when they are built), then in LCE's two
+LCE_RUNTIMES = (("tfcompress",) if _kernels.available() else ()) + LCE_KERNELS
+
+
+def _runtime_options(kernel):
+    """Interpreter options of one LCE row ({} for the other targets' own runtime)."""
+    if kernel is None:
+        return {}
+    if kernel == "tfcompress":
+        return {"runtime": "tfcompress"}
+    return {"runtime": "lce", "lce_kernel": kernel}
 QUICK_FILTERS = (16, 32, 64, 64)
 CALIBRATION_EXAMPLES = 500
 
@@ -150,7 +162,7 @@ def main(argv=None):
                                            batch_size, verbose=0), 1)
     calib = x_train[np.random.default_rng(args.seed).permutation(len(x_train))[:CALIBRATION_EXAMPLES]]
 
-    jobs = [(t, "float", None) for t in FLOAT_TARGETS] + [("lce", "binary", k) for k in LCE_KERNELS]
+    jobs = [(t, "float", None) for t in FLOAT_TARGETS] + [("lce", "binary", k) for k in LCE_RUNTIMES]
     rows, results, failures = [], {}, []
     for target, kind, kernel in jobs:
         try:
@@ -159,10 +171,10 @@ def main(argv=None):
                 options = {"representative_data": calib} if target in CALIBRATED else {}
                 results[target] = convert(models[kind], target=target, **options)
             result = results[target]
-            # the LCE rows compare LCE's own kernels (tools/bench_kernels.py has tfcompress's)
-            verify_options = {"runtime": "lce", "lce_kernel": kernel} if kernel else {}
+            # the LCE file in tfcompress's kernels (what runtime="auto" picks) and LCE's two
+            verify_options = _runtime_options(kernel)
             log(f"verifying {target}{f' ({kernel})' if kernel else ''} in "
-                f"{'lce' if kernel else result.runtime} "
+                f"{verify_options.get('runtime', result.runtime)} "
                 f"on {len(x_test)} test images")
             rep = result.verify(x_test, y_test, num_threads=1, latency_runs=0, **verify_options)
             rows.append(_row(target, result, rep))
@@ -177,7 +189,7 @@ def main(argv=None):
         if "FAILED" in row["notes"]:
             continue
         result = results[row["target"]]
-        options = {"runtime": "lce", "lce_kernel": row["lce_kernel"]} if row["lce_kernel"] else {}
+        options = _runtime_options(row["lce_kernel"])
         lat = result.interpreter(num_threads=1, **options).latency(
             x_test[:1], runs=args.latency_runs, warmup=10)
         row.update(latency_median_ms=lat["median_ms"], latency_p10_ms=lat["p10_ms"],
