@@ -198,9 +198,9 @@ WHY = {
     "ompq_gt_uniform": "ceiling: both plans at or above their float teacher (98.5-98.6%); OMPQ "
                        "picks [8,8,8,2,8] bits, uniform 3 bits; see the CIFAR-10 row",
     "kd_gt_student": "teacher: at 24 student epochs (converged: +0.07 pt at 48) the student "
-                     "alone reaches 98.51%, as good as its 4-epoch float teacher (98.5-98.6%), "
-                     "so there is nothing to distill (KD -0.15 pt, n.s.; +0.09 at 8 epochs); "
-                     "see the CIFAR-10 row",
+                     "alone reaches 98.51%, within 0.1 pt of its 4-epoch float teacher "
+                     "(98.51-98.62%), so there is little to distill (KD -0.15 pt, n.s.; +0.09 "
+                     "at 8 epochs); see the CIFAR-10 row",
     "asda_gt_bireal_det": "seeds + reconstruction: ASDA 32.0/43.3/36.1 mAP (std 5.7) vs Bi-Real "
                           "39.1 +- 1.7, 3 seeds cannot separate; ASDA is built from the abstract",
     "bnas_ge_darts": "budget: accuracy >= DARTS holds, cost not: in 20 search epochs BNAS "
