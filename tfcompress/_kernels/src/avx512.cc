@@ -24,53 +24,6 @@
 namespace tfc {
 namespace {
 
-template <int MR, int NR>
-void Tile(const uint64_t* P, int K64, const uint64_t* W, int32_t* C, int ldc) {
-  __m512i acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-  const size_t block = static_cast<size_t>(K64) * 8;
-  for (int k = 0; k < K64; ++k) {
-    __m512i w[NR];
-    for (int j = 0; j < NR; ++j) w[j] = _mm512_loadu_si512(W + j * block + k * 8);
-    for (int i = 0; i < MR; ++i) {
-      const __m512i x = _mm512_set1_epi64(static_cast<long long>(P[i * K64 + k]));
-      for (int j = 0; j < NR; ++j)
-        acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(x, w[j])));
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + i * ldc + j * 8),
-                          _mm512_cvtepi64_epi32(acc[i][j]));
-}
-
-template <int MR>
-void Row(const uint64_t* P, int K64, const uint64_t* W, int NB, int32_t* C, int ldc) {
-  const size_t block = static_cast<size_t>(K64) * 8;
-  int nb = 0;
-  for (; nb + 4 <= NB; nb += 4) Tile<MR, 4>(P, K64, W + nb * block, C + nb * 8, ldc);
-  switch (NB - nb) {
-    case 3: Tile<MR, 3>(P, K64, W + nb * block, C + nb * 8, ldc); break;
-    case 2: Tile<MR, 2>(P, K64, W + nb * block, C + nb * 8, ldc); break;
-    case 1: Tile<MR, 1>(P, K64, W + nb * block, C + nb * 8, ldc); break;
-    default: break;
-  }
-}
-
-void Bgemm(const uint64_t* P, int M, int K64, const uint64_t* W, int NB, int32_t* C, int ldc) {
-  int m = 0;
-  for (; m + 4 <= M; m += 4) Row<4>(P + static_cast<size_t>(m) * K64, K64, W, NB, C + static_cast<size_t>(m) * ldc, ldc);
-  const uint64_t* p = P + static_cast<size_t>(m) * K64;
-  int32_t* c = C + static_cast<size_t>(m) * ldc;
-  switch (M - m) {
-    case 3: Row<3>(p, K64, W, NB, c, ldc); break;
-    case 2: Row<2>(p, K64, W, NB, c, ldc); break;
-    case 1: Row<1>(p, K64, W, NB, c, ldc); break;
-    default: break;
-  }
-}
-
 // Tile reading the patch rows straight from the input (see KernelTable::bgemm_direct).
 template <int MR, int NR>
 void TileDirect(const uint64_t* const* rows, int kh, int run, long long off, long long step,
@@ -126,6 +79,12 @@ void BgemmDirect(const uint64_t* const* rows, int kh, int run, long long step, i
     case 1: RowDirect<1>(rows, kh, run, m * step, step, W, NB, c, ldc); break;
     default: break;
   }
+}
+
+// The im2col bit GEMM: rows of P are K64 words apart, i.e. the direct GEMM with one window
+// row of K64 words.
+void Bgemm(const uint64_t* P, int M, int K64, const uint64_t* W, int NB, int32_t* C, int ldc) {
+  BgemmDirect(&P, 1, K64, K64, M, W, NB, C, ldc);
 }
 
 inline __mmask16 TailMask(int n) { return n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1); }
@@ -203,37 +162,8 @@ void OutBits(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
   }
 }
 
-// OutF32 + residual add + clamp + store + sign packing in one pass over the row.
-void OutFused(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
-              const FusedOut& f) {
-  const __m512i add = _mm512_set1_epi32(t.backtransform_add);
-  const __m512i lo = _mm512_set1_epi32(t.clamp_min), hi = _mm512_set1_epi32(t.clamp_max);
-  const __m512 flo = _mm512_set1_ps(f.lo), fhi = _mm512_set1_ps(f.hi);
-  uint32_t word = 0;
-  for (int i = 0; i < n; i += 16) {
-    const __mmask16 m = TailMask(n - i);
-    __m512i v = _mm512_sub_epi32(add, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, c + i), 1));
-    if (corr) v = _mm512_sub_epi32(v, _mm512_maskz_loadu_epi32(m, corr + i));
-    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(m, t.mul + i)),
-                             _mm512_maskz_loadu_ps(m, t.bias + i));
-    if (f.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, f.residual + i));
-    if (f.clamp) y = _mm512_min_ps(fhi, _mm512_max_ps(flo, y));  // NaN stays NaN, as std::
-    if (f.out) _mm512_mask_storeu_ps(f.out + i, m, y);
-    if (f.bits) {
-      const uint32_t b = _mm512_mask_cmp_ps_mask(m, y, _mm512_setzero_ps(), _CMP_LT_OQ);
-      word |= b << (i & 16);
-      if ((i & 16) || i + 16 >= n) {
-        f.bits[i / 32] = static_cast<int32_t>(word);
-        word = 0;
-      }
-    }
-  }
-}
-
-// OutFused over many rows, specialised on which parts of the epilogue exist, with every
-// per-row constant in registers: the same operations in the same order as OutFused, so the
-// results are bit-identical.
+// The fused output transform over many rows, specialised on which parts of the epilogue
+// exist, with every per-row constant in registers.
 template <bool kResidual, bool kClamp, bool kOut, bool kBits>
 void OutFusedRowsT(const int32_t* c, int ldc, int rows, int n, const FloatTransform& t,
                    const int32_t* const* corr, const FusedOut& f, const FusedStrides& s) {
@@ -285,6 +215,12 @@ void OutFusedRows(const int32_t* c, int ldc, int rows, int n, const FloatTransfo
 #undef TFC_CASE
     default: break;  // nothing written: nothing to do
   }
+}
+
+// OutF32 + residual add + clamp + store + sign packing in one pass over the row.
+void OutFused(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
+              const FusedOut& f) {
+  OutFusedRows(c, 0, 1, n, t, corr ? &corr : nullptr, f, FusedStrides{0, 0, 0});
 }
 
 // Dot product with four 16-lane accumulators.
