@@ -129,7 +129,7 @@ void OutBits(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
 }  // namespace
 
 const KernelTable kAvx2Kernels = {"avx2", Bgemm, nullptr, PackF32, MulAddPackPortable, PackI8Portable, OutF32, OutBits,
-                                  DotPortable, OutFusedPortable, nullptr};
+                                  DotPortable, OutFusedRowsPortable};
 
 }  // namespace tfc
 

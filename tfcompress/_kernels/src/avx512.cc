@@ -217,12 +217,6 @@ void OutFusedRows(const int32_t* c, int ldc, int rows, int n, const FloatTransfo
   }
 }
 
-// OutF32 + residual add + clamp + store + sign packing in one pass over the row.
-void OutFused(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
-              const FusedOut& f) {
-  OutFusedRows(c, 0, 1, n, t, corr ? &corr : nullptr, f, FusedStrides{0, 0, 0});
-}
-
 // Dot product with four 16-lane accumulators.
 float Dot512(const float* a, const float* b, int n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
@@ -244,7 +238,7 @@ float Dot512(const float* a, const float* b, int n) {
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512", Bgemm, BgemmDirect, PackF32, MulAddPack, PackI8, OutF32, OutBits,
-                                    Dot512, OutFused, OutFusedRows};
+                                    Dot512, OutFusedRows};
 
 }  // namespace tfc
 

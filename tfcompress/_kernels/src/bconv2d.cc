@@ -103,7 +103,7 @@ class Bconv2dOp : public Op {
   void* out_data_ = nullptr;
   BoundEpilogue bound_;
   // The common epilogue [ADD same-shape tensor]? [clamp]? then store and/or pack, done
-  // inside the output transform (KernelTable::out_fused) instead of the generic epilogue.
+  // inside the output transform (KernelTable::out_fused_rows) instead of the generic epilogue.
   struct Fast {
     bool on = false;
     int residual = -1, write = -1, pack = -1;
@@ -543,7 +543,7 @@ void Bconv2dOp::RunTask(int task, int thread) {
     }
   }
   const size_t pixel0 = static_cast<size_t>(batch) * oh_ * ow_ + p0;
-  if (out_type_ == kTfcFloat32 && fast_.on && k->out_fused_rows) {
+  if (out_type_ == kTfcFloat32 && fast_.on) {
     const int32_t* const* corr = nullptr;
     if (!corr_index_.empty()) {
       for (int r = 0; r < rows; ++r) {
@@ -573,12 +573,7 @@ void Bconv2dOp::RunTask(int task, int thread) {
       const int idx = corr_index_[row_class_[p / ow_] * num_col_classes_ + col_class_[p % ow_]];
       if (idx >= 0) corr = corr_.data() + idx;
     }
-    if (out_type_ == kTfcFloat32 && fast_.on) {
-      FusedOut f{fast_residual_ ? fast_residual_ + pixel * cout_ : nullptr, fast_.clamp,
-                 fast_.lo, fast_.hi, fast_out_ ? fast_out_ + pixel * fast_out_stride_ : nullptr,
-                 fast_bits_ ? fast_bits_ + pixel * Bitpacked(cout_) : nullptr};
-      k->out_fused(c, cout_, transform_, corr, f);
-    } else if (out_type_ == kTfcFloat32) {
+    if (out_type_ == kTfcFloat32) {
       k->out_f32(c, cout_, transform_, corr, s.row.data() + static_cast<size_t>(r) * cout_);
     } else {
       float* y = s.row.data();

@@ -96,10 +96,7 @@ struct KernelTable {
   void (*out_bits)(const int32_t* c, int n, const int32_t* thresholds, int32_t* out);
   // sum_i a[i] * b[i]
   float (*dot)(const float* a, const float* b, int n);
-  // One row of counts -> the fused output (see FusedOut).
-  void (*out_fused)(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
-                    const FusedOut& f);
-  // out_fused over `rows` consecutive rows in one call (nullptr: call out_fused per row).
+  // Counts -> the fused output (see FusedOut) for `rows` consecutive rows in one call.
   // Row r reads c + r * ldc and corr[r] (corr itself may be null: no correction anywhere);
   // f's pointers are those of row 0 and advance by `strides` per row.
   void (*out_fused_rows)(const int32_t* c, int ldc, int rows, int n, const FloatTransform& t,
@@ -131,6 +128,8 @@ void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t
 float DotPortable(const float* a, const float* b, int n);
 void OutFusedPortable(const int32_t* c, int n, const FloatTransform& t, const int32_t* corr,
                       const FusedOut& f);
+void OutFusedRowsPortable(const int32_t* c, int ldc, int rows, int n, const FloatTransform& t,
+                          const int32_t* const* corr, const FusedOut& f, const FusedStrides& s);
 
 }  // namespace tfc
 

@@ -99,6 +99,15 @@ void MulAddPackPortable(const float* x, const float* mul, const float* add, int 
   }
 }
 
+void OutFusedRowsPortable(const int32_t* c, int ldc, int rows, int n, const FloatTransform& t,
+                          const int32_t* const* corr, const FusedOut& f, const FusedStrides& s) {
+  for (int r = 0; r < rows; ++r) {
+    FusedOut fr{f.residual ? f.residual + r * s.residual : nullptr, f.clamp, f.lo, f.hi,
+                f.out ? f.out + r * s.out : nullptr, f.bits ? f.bits + r * s.bits : nullptr};
+    OutFusedPortable(c + static_cast<long long>(r) * ldc, n, t, corr ? corr[r] : nullptr, fr);
+  }
+}
+
 void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t* out) {
   for (int w = 0; w * 32 < n; ++w) {
     uint32_t bits = 0;
@@ -112,7 +121,7 @@ void OutBitsPortable(const int32_t* c, int n, const int32_t* thresholds, int32_t
 const KernelTable kPortableKernels = {
     "portable", BgemmPortable, nullptr, PackF32Portable, MulAddPackPortable, PackI8Portable,
     OutF32Portable, OutBitsPortable,
-    DotPortable, OutFusedPortable, nullptr,
+    DotPortable, OutFusedRowsPortable,
 };
 
 Isa DetectIsa() {
