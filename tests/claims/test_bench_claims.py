@@ -83,6 +83,36 @@ def test_cache_resumes_and_invalidates(bc, tmp_path, monkeypatch):
     assert calls[-1] == ("xnor", 0, 2)
 
 
+def test_nas_search_is_cached_apart_from_the_training_budget(bc, tmp_path, monkeypatch):
+    """A NAS run's search is its own cache entry: a new training budget for the derived network
+    reuses the searched genotype; a new search budget searches again."""
+    import bench_nas as BN
+    from tfcompress.nas import Genotype
+
+    calls = []
+    geno = Genotype(normal=[("max_pool_3x3", 0), ("skip_connect", 1)] * 2,
+                    normal_concat=[2, 3], reduce=[("dil_conv_5x5", 1), ("avg_pool_3x3", 0)] * 2,
+                    reduce_concat=[2, 3], kind="binary")
+
+    def fake_search(kind, train, val, args):
+        calls.append((kind, args.seed, args.search_epochs, len(train[0]), len(val[0])))
+        return "space", geno, 12.5, 0.3, {}
+
+    monkeypatch.setattr(BN, "search", fake_search)
+    ctx = _ctx(bc, tmp_path)
+    train = (np.zeros((10, 16, 16, 3), "float32"), np.zeros(10, "int64"))
+    args = bc._nas_args(ctx, 1)
+    _, g, secs, acc = bc._nas_search(ctx, "bnas", 1, train, args)
+    assert calls == [("bnas", 1, args.search_epochs, 5, 5)] and (secs, acc) == (12.5, 0.3)
+    monkeypatch.setitem(ctx.budget, "nas", {**ctx.budget["nas"], "train_epochs": 9})
+    _, again, secs, acc = bc._nas_search(ctx, "bnas", 1, train, args)
+    assert len(calls) == 1 and again.to_dict() == geno.to_dict() and (secs, acc) == (12.5, 0.3)
+    bc._nas_search(ctx, "darts", 1, train, args)           # another method: its own search
+    monkeypatch.setitem(ctx.budget, "nas", {**ctx.budget["nas"], "search_epochs": 7})
+    bc._nas_search(ctx, "bnas", 1, train, args)            # the search budget changed: redo it
+    assert [c[0] for c in calls] == ["bnas", "darts", "bnas"]
+
+
 def test_table_from_partial_results(bc, tmp_path, monkeypatch):
     values = {("xnor", 0): 0.90, ("xnor", 1): 0.92, ("xnor", 2): 0.91,
               ("bnn", 0): 0.85, ("bnn", 1): 0.86}
@@ -145,7 +175,13 @@ def test_probes_change_only_their_option():
     expected = {"pcnn-j1": {"projections": 1}, "pcnn-j2": {"projections": 2},
                 "pcnn-j2-signed": {"projections": 2}, "xnor-no-k": {"input_scaling": False},
                 "xnor-one-pad": {"input_scaling": True, "pad_values": 1.0}}
-    for name, (kind, dataset, factory) in CP.PROBES.items():
+    for name, (kind, dataset, factory, budget) in CP.PROBES.items():
+        if factory is None:                # a data probe: the benchmark's layer, more images
+            assert name.endswith("-all-data") and dataset == "cifar"
+            assert budget == {"train": 45000, "epochs": 20}
+            assert budget["train"] + CP.BC.BUDGETS["full"]["cifar"]["val"] == 50000
+            continue
+        assert budget == {}, name
         layer, act = factory(16)
         ref, ref_act = CP.BC.quantized_conv(kind, 16)
         def norm(c):     # auto-generated names (ste_sign, ste_sign_1, ...) are not options
