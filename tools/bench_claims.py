@@ -242,7 +242,7 @@ WHY = {
                             "ResNet; this network has 3 binary convs",
     "sabnn_gt_bnn_cifar": "reconstruction: the paper's equations were not available; this "
                           "state-aware reading does not beat BNN on MNIST or CIFAR-10 (n.s. at "
-                          "10, 20 and 40 epochs: -0.19, -0.57, -0.87 pt)",
+                          "10, 20 and 40 epochs: -0.57, -0.57, -0.87 pt)",
     "pcnn_gt_bnn_cifar": "hyperparameters: +0.16 at 10 epochs, +0.28 at 20 (n.s.), -1.01 "
                          "(> 2 SE) at 40, where the BNN has converged (+0.19 pt over its last 13 "
                          "epochs, -1.03 at 80): every binary variant reaches the same validation "
