@@ -282,6 +282,18 @@ PROTOCOL = 2
 VERSIONS = {"mnist/pcnn": 3, "cifar/pcnn": 3, "pruning/dfs": 2}
 
 
+def spec_digest(spec):
+    """The cache key of a run's (or a search's) specification: 10 hex digits of its SHA-1."""
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
+def write_record(path, rec):
+    """Write a cache record atomically (a killed run never leaves half a file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1, default=float))
+    tmp.replace(path)
+
+
 # ------------------------------------------------------------------------------- context
 class Context:
     def __init__(self, args):
@@ -296,8 +308,7 @@ class Context:
         group = run.split("/")[0]
         spec = {"run": run, "seed": seed, "mult": mult, "version": VERSIONS.get(run, 1),
                 "protocol": PROTOCOL, "budget": self.budget[group]}
-        digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
-        return spec, digest[:10]
+        return spec, spec_digest(spec)
 
     def path(self, run, seed, mult=1):
         suffix = f"_x{mult}" if mult != 1 else ""
@@ -323,10 +334,7 @@ class Context:
                "cpu_seconds": round(time.process_time() - cpu0, 1),
                "load_average": os.getloadavg()[0],
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        p = self.path(run, seed, mult)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1, default=float))
-        tmp.replace(p)
+        write_record(self.path(run, seed, mult), rec)
         print(f"[claims]   -> {rec['metric']:.4f} in {rec['wall_seconds']:.0f} s "
               f"(load {rec['load_average']:.1f})", flush=True)
         return rec
@@ -719,8 +727,7 @@ def nas_search_key(ctx, kind, seed):
     b = ctx.budget["nas"]
     spec = {"search": kind, "seed": seed, "protocol": PROTOCOL,
             "budget": {k: b[k] for k in NAS_SEARCH_KEYS}}
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
-    return spec, digest[:10], ctx.cache / f"nas_search__{kind}__s{seed}.json"
+    return spec, spec_digest(spec), ctx.cache / f"nas_search__{kind}__s{seed}.json"
 
 
 def _nas_search(ctx, kind, seed, train, args):
@@ -743,9 +750,7 @@ def _nas_search(ctx, kind, seed, train, args):
     rec = {"key": digest, **spec, "genotype": geno.to_dict(), "search_seconds": secs,
            "supernet_accuracy": sup_acc, "load_average": os.getloadavg()[0],
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=float))
-    tmp.replace(path)
+    write_record(path, rec)
     return space, geno, secs, sup_acc
 
 
