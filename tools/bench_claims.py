@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 # ------------------------------------------------------------------------------- budgets
 BUDGETS = {
     "full": {
-        "mnist": dict(train=12000, val=5000, test=None, epochs=24, batch=128, lr=3e-3,
+        "mnist": dict(train=12000, val=5000, test=None, epochs=48, batch=128, lr=3e-3,
                       widths=(16, 32, 32, 64)),
         "cifar": dict(train=10000, val=5000, test=None, epochs=40, batch=128, lr=3e-3,
                       widths=(32, 64, 64, 128), image=16),
@@ -64,7 +64,7 @@ BUDGETS = {
         "nas": dict(train=6000, val=2000, test=None, image=16, search_cells=3,
                     search_channels=8, nodes=3, partial_channels=2, search_epochs=20,
                     steps_per_epoch=10, warmup=3, samples=3, eval_size=256, search_batch=32,
-                    cells=4, channels=8, train_epochs=30, batch=64),
+                    cells=4, channels=8, train_epochs=60, batch=64),
         "detection": dict(train=3000, test=1000, canvas=64, width=8, epochs=10, calibration=300),
     },
     "quick": {
