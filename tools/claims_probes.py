@@ -65,6 +65,17 @@ PROBES = {
 }
 
 
+def probe_context(probe):
+    """The benchmark's context with the probe's budget changes applied to the one run it
+    replaces (over that run's own entry of RUN_BUDGETS, if any)."""
+    kind, dataset, _, budget = PROBES[probe]
+    ctx = BC.Context(argparse.Namespace(quick=False, out_dir=os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "tfcompress_claims_probes")))
+    run = f"{dataset}/{kind}"
+    ctx.run_budgets = {**ctx.run_budgets, run: {**ctx.run_budgets.get(run, {}), **budget}}
+    return ctx
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("probe", choices=sorted(PROBES))
@@ -75,9 +86,7 @@ def main(argv=None):
         original = BC.quantized_conv
         BC.quantized_conv = (lambda k, filters: factory(filters) if k == kind
                              else original(k, filters))
-    ctx = BC.Context(argparse.Namespace(quick=False, out_dir=os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), "tfcompress_claims_probes")))
-    ctx.budget = {**ctx.budget, dataset: {**ctx.budget[dataset], **budget}}
+    ctx = probe_context(args.probe)
     t0 = time.time()
     rec = BC.run_classifier(ctx, kind, args.seed, 1, dataset)
     print(f"RESULT {args.probe} seed {args.seed}: {rec['metric']:.4f} ({time.time() - t0:.0f} s; "

@@ -83,6 +83,20 @@ def test_cache_resumes_and_invalidates(bc, tmp_path, monkeypatch):
     assert calls[-1] == ("xnor", 0, 2)
 
 
+def test_run_budgets_change_only_their_runs_and_claims_share_one(bc, tmp_path, monkeypatch):
+    ctx = _ctx(bc, tmp_path)
+    before = {r: ctx.key(r, 0)[1] for r in ("mnist/float", "mnist/xnor")}
+    monkeypatch.setitem(ctx.run_budgets, "mnist/xnor", {"epochs": 9})
+    assert ctx.budget_of("mnist/xnor") == {**ctx.budget["mnist"], "epochs": 9}
+    assert ctx.budget_of("mnist/float") == ctx.budget["mnist"]
+    assert ctx.key("mnist/float", 0)[1] == before["mnist/float"]     # its cache stays valid
+    assert ctx.key("mnist/xnor", 0)[1] != before["mnist/xnor"]
+    # The full budgets: both arms of every claim train with the same budget.
+    full = bc.Context(argparse.Namespace(quick=False, out_dir=str(tmp_path)))
+    for claim in bc.CLAIMS:
+        assert full.budget_of(claim.method) == full.budget_of(claim.baseline), claim.name
+
+
 def test_nas_search_is_cached_apart_from_the_training_budget(bc, tmp_path, monkeypatch):
     """A NAS run's search is its own cache entry: a new training budget for the derived network
     reuses the searched genotype; a new search budget searches again."""
@@ -180,6 +194,11 @@ def test_probes_change_only_their_option():
             assert name.endswith("-all-data") and dataset == "cifar"
             assert budget == {"train": 45000, "epochs": 20}
             assert budget["train"] + CP.BC.BUDGETS["full"]["cifar"]["val"] == 50000
+        ctx, bench = CP.probe_context(name), CP.BC.Context(argparse.Namespace(
+            quick=False, out_dir=str(ROOT / "benchmarks")))
+        run = f"{dataset}/{kind}"
+        assert ctx.budget_of(run) == {**bench.budget_of(run), **budget}, name
+        if factory is None:
             continue
         assert budget == {}, name
         layer, act = factory(16)
