@@ -176,7 +176,7 @@ def test_paired_standard_error_matches_scipy(bc):
     assert r["se"] < bc.compare(m, b, ">=")["se"] / 5    # Welch sees the seeds' spread
 
 
-def test_probes_change_only_their_option():
+def test_probes_change_only_their_option(tmp_path):
     """tools/claims_probes.py: each probe builds the layer of the claims benchmark with one
     option changed (what the 'why' column cites), nothing else."""
     import sys
@@ -195,7 +195,7 @@ def test_probes_change_only_their_option():
             assert budget == {"train": 45000, "epochs": 20}
             assert budget["train"] + CP.BC.BUDGETS["full"]["cifar"]["val"] == 50000
         ctx, bench = CP.probe_context(name), CP.BC.Context(argparse.Namespace(
-            quick=False, out_dir=str(ROOT / "benchmarks")))
+            quick=False, out_dir=str(tmp_path)))
         run = f"{dataset}/{kind}"
         assert ctx.budget_of(run) == {**bench.budget_of(run), **budget}, name
         if factory is None:
