@@ -314,6 +314,14 @@ def spec_digest(spec):
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:10]
 
 
+def read_record(path, digest):
+    """A cache record, or None where there is none or it was made for another spec."""
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    return rec if rec.get("key") == digest else None
+
+
 def write_record(path, rec):
     """Write a cache record atomically (a killed run never leaves half a file)."""
     tmp = path.with_suffix(".tmp")
@@ -346,11 +354,7 @@ class Context:
         return self.cache / f"{run.replace('/', '__')}{suffix}__s{seed}.json"
 
     def load(self, run, seed, mult=1):
-        p = self.path(run, seed, mult)
-        if not p.exists():
-            return None
-        rec = json.loads(p.read_text())
-        return rec if rec.get("key") == self.key(run, seed, mult)[1] else None
+        return read_record(self.path(run, seed, mult), self.key(run, seed, mult)[1])
 
     def ensure(self, run, seed, mult=1):
         rec = self.load(run, seed, mult)
@@ -769,12 +773,11 @@ def _nas_search(ctx, kind, seed, train, args):
     from tfcompress.nas import Genotype
 
     spec, digest, path = nas_search_key(ctx, kind, seed)
-    if path.exists():
-        rec = json.loads(path.read_text())
-        if rec.get("key") == digest:
-            print(f"[claims]   search {kind} seed {seed}: cached ({rec['date']})", flush=True)
-            return (BN.make_space(args), Genotype.from_dict(rec["genotype"]),
-                    rec["search_seconds"], rec["supernet_accuracy"])
+    rec = read_record(path, digest)
+    if rec is not None:
+        print(f"[claims]   search {kind} seed {seed}: cached ({rec['date']})", flush=True)
+        return (BN.make_space(args), Genotype.from_dict(rec["genotype"]),
+                rec["search_seconds"], rec["supernet_accuracy"])
     half = len(train[0]) // 2
     space, geno, secs, sup_acc, _ = BN.search(kind, (train[0][:half], train[1][:half]),
                                               (train[0][half:], train[1][half:]), args)
