@@ -179,7 +179,8 @@ QUICK_CLAIMS = ("xnor_gt_bnn",)
 
 # Runs whose budget differs from their group's (the rest of the group's runs keep their cache
 # keys): the binary MNIST variants still improved at 24 epochs (BNN +0.41 pt at 48) and XNOR-Net
-# still at 48 (+0.23 pt at 96, seed 0), while float, LSQ and the two ternary runs had stopped
+# still at 48 (+0.23 pt at 96, seed 0); at 96 both baselines have converged (seed 0 at 192: BNN
+# +0.10 pt, XNOR-Net -0.25), while float, LSQ and the two ternary runs had stopped at 24
 # (validation gain over the last 8 epochs <= 0.03 pt).
 # Every claim compares two runs with the same budget.
 RUN_BUDGETS = {
@@ -196,22 +197,30 @@ BUDGET_CHECKS = ("mnist/bnn", "mnist/xnor", "compression/student", "compression/
 # What was found when a claim did not hold (filled in from the analysis; see the issue's
 # "Where a claim does not hold, find out why"). Keys: claim names.
 WHY = {
-    "xnor_gt_bnn": "budget: +0.46 pt (> 2 SE) at 8 epochs, +0.16 at 24, +0.02 at 48 (n.s.), where "
-                   "the BNN has converged (+0.01 pt at 96, seed 0; XNOR-Net itself still gains "
-                   "+0.23 at 96, 98.59% vs the BNN's 98.43%, one seed): the early gap was faster "
-                   "convergence; binary nets of this size saturate at 98.3-98.7% (means) on "
-                   "MNIST; see the CIFAR-10 row",
-    "bireal_gt_xnor": "budget (not settled): +0.20 pt (> 2 SE) at 8 epochs, -0.02 at 24, +0.09 "
-                      "at 48 (n.s.), but the XNOR-Net baseline still gains +0.23 pt at 96 "
-                      "epochs (seed 0: 98.59%; its input scaling K slows training, see the "
-                      "CIFAR-10 rows), so 48 epochs is not a converged budget for this row; on "
-                      "CIFAR-10, where XNOR-Net has converged, -0.77 (n.s.)",
-    "reactnet_gt_bnn": "holds at 48 epochs (+0.34 pt, 2 SE 0.17; the BNN has converged: +0.01 "
-                       "pt at 96); +0.54 (> 2 SE) at 8 epochs, +0.29 (n.s.) at 24; on CIFAR-10 "
-                       "+3.22 pt",
-    "sabnn_gt_bnn": "holds at 48 epochs, narrowly (+0.18 pt, 2 SE 0.14; +0.32 at 8, +0.06 at "
-                    "24, both n.s.): not on CIFAR-10 (-0.87, n.s.); SA-BNN is a "
-                    "reconstruction (the paper's equations were not available, card)",
+    "xnor_gt_bnn": "ceiling + BatchNorm: +0.46 pt (> 2 SE) at 8 epochs, +0.16 at 24, +0.02 at 48, "
+                   "+0.07 at 96 (2 SE 0.10, n.s.), where both have converged (seed 0 at 192 "
+                   "epochs: BNN +0.10 pt, XNOR-Net -0.25): the early gap was faster convergence; "
+                   "with BatchNorm after every conv the scale alpha is absorbed (see the CIFAR-10 "
+                   "row, where XNOR-Net without K = BNN); binary nets of this size saturate at "
+                   "98.4-98.9% (means) on MNIST",
+    "bireal_gt_xnor": "network depth (not tested): +0.20 pt (> 2 SE) at 8 epochs, -0.02 at 24, "
+                      "+0.09 at 48, -0.10 at 96 (2 SE 0.30, n.s.), where the XNOR-Net baseline has"
+                      " converged (-0.25 pt at 192, seed 0), so Bi-Real's early lead was speed; "
+                      "Bi-Real's seed 0 tests at 98.11% while its validation stays at 98.5-98.7% "
+                      "over the last 40 epochs (seeds 1, 2: 98.54%). Bi-Real's real-valued "
+                      "shortcuts carry information past the sign of every binary conv of an "
+                      "18/34-layer ResNet; this network has 3 binary convs; on CIFAR-10, -0.77 "
+                      "(n.s.)",
+    "reactnet_gt_bnn": "holds at 96 epochs (+0.51 pt, 2 SE 0.06), where the BNN has converged "
+                       "(+0.10 pt at 192 epochs, seed 0: less than the difference minus 2 SE); "
+                       "+0.54 (> 2 SE) at 8 epochs, +0.29 (n.s.) at 24, +0.34 (> 2 SE) at 48; on "
+                       "CIFAR-10 +3.22 pt",
+    "sabnn_gt_bnn": "reconstruction: +0.32 pt at 8 epochs, +0.06 at 24 (n.s.), +0.18 at 48 (> 2 "
+                    "SE, narrowly), +0.06 at 96 (2 SE 0.20, n.s.), where the BNN has converged "
+                    "(+0.10 pt at 192, seed 0): from 48 to 96 epochs the BNN gained +0.12 pt (mean"
+                    " of 3 seeds) and SA-BNN nothing, so the 48-epoch lead was the BNN's slower "
+                    "convergence; not on CIFAR-10 either (-0.87, n.s.); SA-BNN is a reconstruction"
+                    " (the paper's equations were not available, card)",
     "trq_gt_twn": "ceiling: both within 0.1 pt of float (99.03%), MNIST cannot separate 2-bit "
                   "weight methods; see the CIFAR-10 row",
     "ompq_gt_uniform": "ceiling: after 8 QAT epochs (the uniform plan has converged: +0.04 pt "
@@ -242,12 +251,15 @@ WHY = {
                 "fine-tuned after shrink)",
     "cogd_ge_l1": "holds as >=, indistinguishable (see EM)",
     "dfs_ge_l1": "holds as >=, indistinguishable (see EM)",
-    "pcnn_gt_bnn": "hyperparameters: at J=1 (equal distinct kernels) +0.21 pt at 48 epochs "
-                   "(2 SE 0.26; the BNN has converged: +0.01 at 96), +0.00 at 24, +0.13 at 8, all "
-                   "n.s.; J=2 at equal width is worse (96.75%, seed 0, 8 "
+    "pcnn_gt_bnn": "holds at 96 epochs, narrowly (+0.19 pt, 2 SE 0.08; PCNN 98.69/98.59/98.57%); "
+                   "+0.13 at 8, +0.00 at 24, +0.21 at 48 (all n.s.; PCNN's seeds spread 0.40 pt at"
+                   " 48, 0.12 at 96); the BNN gains +0.10 pt at 192 epochs (seed 0), about the "
+                   "margin (diff - 2 SE = 0.11), so a longer budget may close it; the 96-epoch "
+                   "PCNN runs ran on an Intel Xeon, the BNN's on an AMD EPYC (see the CPUs below)."
+                   " J=1 (equal distinct kernels): J=2 at equal width is worse (96.75%, seed 0, 8 "
                    "epochs: positive projections give both halves sign(C)), J=2 with signed "
                    "projections 96.54% (benchmarks/claims_probes.txt); the card's gamma and eta "
-                   "were not recovered",
+                   "were not recovered; on CIFAR-10 -1.01 (> 2 SE)",
     "xnor_gt_bnn_cifar": "hyperparameter (input scaling K): -1.72 pt at 10 epochs, -1.01 (> 2 SE) "
                          "at 20, -0.59 (n.s.) at 40, where the BNN has converged (+0.19 pt over "
                          "its last 13 epochs, -1.03 at 80); on all 45,000 training images (seed "
@@ -323,6 +335,23 @@ def read_record(path, digest):
     return rec if rec.get("key") == digest else None
 
 
+def _run_cpu():
+    """The CPU model a run was made on (kept in its record: the cache outlives machines)."""
+    from tfcompress.report.tables import environment
+
+    return environment()["cpu"]
+
+
+def run_cpus(records):
+    """``{cpu model: number of records}``; records made before runs kept their CPU count
+    under ``"not recorded"``."""
+    counts = {}
+    for rec in records:
+        cpu = rec.get("cpu", "not recorded")
+        counts[cpu] = counts.get(cpu, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def write_record(path, rec):
     """Write a cache record atomically (a killed run never leaves half a file)."""
     tmp = path.with_suffix(".tmp")
@@ -368,7 +397,7 @@ class Context:
         result = RUNNERS[run.split("/")[0]](self, run.split("/")[1], seed, mult)
         rec = {"key": digest, **spec, **result, "wall_seconds": round(time.time() - t0, 1),
                "cpu_seconds": round(time.process_time() - cpu0, 1),
-               "load_average": os.getloadavg()[0],
+               "load_average": os.getloadavg()[0], "cpu": _run_cpu(),
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_record(self.path(run, seed, mult), rec)
         print(f"[claims]   -> {rec['metric']:.4f} in {rec['wall_seconds']:.0f} s "
@@ -1074,7 +1103,9 @@ def write_table(ctx, claims, seeds, wall=None):
     holds = sum(r["verdict"] == "holds" for r in rows)
     missing = sum(r["verdict"] == "missing" for r in rows)
     runs = sorted(ctx.cache.glob("*.json"))
-    total_wall = sum(json.loads(p.read_text()).get("wall_seconds", 0) for p in runs)
+    records = [json.loads(p.read_text()) for p in runs]
+    total_wall = sum(r.get("wall_seconds", 0) for r in records)
+    cpus = run_cpus(records)
     notes = [
         f"Claims that hold: {holds} of {len(rows)}; missing: {missing}.",
         "",
@@ -1103,10 +1134,16 @@ def write_table(ctx, claims, seeds, wall=None):
                                      for r, o in own.items()))
     notes.append("")
     notes.append("Per claim (cost, size, FLOPs): see `extras` in claims.json.")
+    notes.append("CPUs of the cached runs (the 'cpu' below is the machine that wrote this "
+                 "table): " + "; ".join(f"{c}: {n}" for c, n in cpus.items())
+                 + (" ('not recorded': records from before runs kept their CPU, made on "
+                    "the earlier sessions' machines: AMD EPYC in every table they wrote)"
+                    if "not recorded" in cpus else ""))
     meta = {"seeds": list(seeds), "mode": ctx.mode, "budgets": ctx.budget,
             "run_budgets": ctx.run_budgets,
             "claims": [c.name for c in claims],
             "runs_cached": len(runs), "run_wall_seconds_total": round(total_wall, 1),
+            "run_cpus": cpus,
             "command": "python tools/bench_claims.py " + " ".join(sys.argv[1:]),
             "load_average_at_write": " ".join(f"{v:.1f}" for v in os.getloadavg()),
             "checks": [{"check": f"{r['claim']}: verdict holds", "value": int(r["verdict"] == "holds"),

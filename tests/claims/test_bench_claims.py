@@ -150,6 +150,26 @@ def test_table_from_partial_results(bc, tmp_path, monkeypatch):
     assert "Claims that hold: 0 of 2; missing: 1." in md
 
 
+def test_records_keep_their_cpu_and_the_table_counts_them(bc, tmp_path, monkeypatch):
+    """The cache outlives machines: each record names the CPU it ran on, records from before
+    the field count as 'not recorded', and the table lists both."""
+    from tfcompress.report.tables import environment
+
+    monkeypatch.setitem(bc.RUNNERS, "mnist", lambda ctx, kind, seed, mult: {
+        "metric": 0.9, "curve": [0.5, 0.6]})
+    ctx = _ctx(bc, tmp_path)
+    rec = ctx.ensure("mnist/bnn", 0)
+    assert rec["cpu"] == environment()["cpu"]
+    old = ctx.ensure("mnist/xnor", 0)
+    del old["cpu"]                                    # a record written before the field
+    bc.write_record(ctx.path("mnist/xnor", 0), old)
+    assert bc.run_cpus([rec, old]) == {environment()["cpu"]: 1, "not recorded": 1}
+    path = bc.write_table(ctx, [bc.CLAIM_BY_NAME["xnor_gt_bnn"]], [0])
+    data = json.loads(path.with_suffix(".json").read_text())
+    assert data["meta"]["run_cpus"] == {environment()["cpu"]: 1, "not recorded": 1}
+    assert f"{environment()['cpu']}: 1; not recorded: 1" in path.read_text()
+
+
 @pytest.mark.slow
 def test_quick_run_writes_table_and_resumes(tmp_path, run_script):
     out = run_script("tools/bench_claims.py", "--quick", "--out-dir", str(tmp_path), timeout=600)
