@@ -1021,6 +1021,14 @@ def _pm(mean, std, scale):
     return f"{mean * scale:.2f}{s}"
 
 
+def _wall_text(row):
+    """``"method / baseline"``: mean wall seconds of one run of each arm (None where unknown)."""
+    secs = (row.get("extras") or {}).get("seconds", {})
+    if row["method_run"] not in secs or row["baseline_run"] not in secs:
+        return None
+    return f"{secs[row['method_run']]:.0f} / {secs[row['baseline_run']]:.0f}"
+
+
 def format_rows(rows):
     out = []
     for r in rows:
@@ -1040,7 +1048,7 @@ def format_rows(rows):
             (f"{r['baseline_curve_gain'] * 100:+.2f}%" if "loss" in r.get("curve_key", "")
              else f"{r['baseline_curve_gain'] * scale:+.2f}") + f" ({r.get('curve_last_k')} ep)",
             "x2": None if r.get("budget_x2_gain") is None else f"{r['budget_x2_gain'] * scale:+.2f}",
-            "verdict": r["verdict"], "why": r["why"] or None,
+            "wall": _wall_text(r), "verdict": r["verdict"], "why": r["why"] or None,
         })
     return out
 
@@ -1050,6 +1058,7 @@ COLUMNS = (("claim", "claim", "{}"), ("data", "data", "{}"), ("method", "method 
            ("diff", "diff (pt)", "{}"), ("two_se", "2·SE (pt)", "{}"),
            ("significant", "significant (abs. diff > 2·SE)", "{}"),
            ("gain", "baseline gain, last epochs", "{}"), ("x2", "baseline 2x budget (pt)", "{}"),
+           ("wall", "wall s per run (method / baseline)", "{}"),
            ("verdict", "verdict", "{}"), ("why", "why", "{}"))
 
 DATA_TEXT = {
@@ -1121,7 +1130,8 @@ def write_table(ctx, claims, seeds, wall=None):
         "training images) at the last epoch minus k epochs earlier, mean over seeds (detection: "
         "the relative fall of the training loss); `baseline 2x budget` = test metric of the "
         "baseline (seed 0) trained with twice the epochs minus the same run with the table's "
-        "budget.",
+        "budget. `wall s per run` = mean wall-clock seconds of one run (one seed, training and "
+        "evaluation) of each arm, on the CPU that made it (2 cores; the CPUs are counted below).",
         "",
         "Data and budgets:",
     ]

@@ -147,6 +147,11 @@ def test_table_from_partial_results(bc, tmp_path, monkeypatch):
     assert f"{91.0:.2f} ± {100 * np.std([0.9, 0.92, 0.91], ddof=1):.2f}" in line
     assert "2/3" not in line and "| 3/2 |" in line
     assert "+1.00 (1 ep)" in line              # baseline curve gain: 0.71 - 0.70 = 1 pt, 1 epoch
+    secs = {k: np.mean([json.loads(ctx.path(f"mnist/{k}", s).read_text())["wall_seconds"]
+                        for s in (0, 1, 2) if (k, s) in values]) for k in ("xnor", "bnn")}
+    assert row["extras"]["seconds"] == {f"mnist/{k}": pytest.approx(v) for k, v in secs.items()}
+    assert f"| {secs['xnor']:.0f} / {secs['bnn']:.0f} |" in line
+    assert "wall s per run (method / baseline)" in md
     assert "Claims that hold: 0 of 2; missing: 1." in md
 
 
