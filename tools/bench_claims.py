@@ -1026,7 +1026,13 @@ def _wall_text(row):
     secs = (row.get("extras") or {}).get("seconds", {})
     if row["method_run"] not in secs or row["baseline_run"] not in secs:
         return None
-    return f"{secs[row['method_run']]:.0f} / {secs[row['baseline_run']]:.0f}"
+    text = f"{secs[row['method_run']]:.0f} / {secs[row['baseline_run']]:.0f}"
+    search = (row.get("extras") or {}).get("search_seconds")
+    if search:
+        text += "; search " + " / ".join(
+            f"{search[r]:.0f}" if r in search else "-"
+            for r in (row["method_run"], row["baseline_run"]))
+    return text
 
 
 def format_rows(rows):
@@ -1131,7 +1137,9 @@ def write_table(ctx, claims, seeds, wall=None):
         "the relative fall of the training loss); `baseline 2x budget` = test metric of the "
         "baseline (seed 0) trained with twice the epochs minus the same run with the table's "
         "budget. `wall s per run` = mean wall-clock seconds of one run (one seed, training and "
-        "evaluation) of each arm, on the CPU that made it (2 cores; the CPUs are counted below).",
+        "evaluation) of each arm, on the CPU that made it (2 cores; the CPUs are counted below); "
+        "NAS rows add the search's seconds, which a run's wall time includes only when its "
+        "search was not already cached.",
         "",
         "Data and budgets:",
     ]

@@ -152,6 +152,11 @@ def test_table_from_partial_results(bc, tmp_path, monkeypatch):
     assert row["extras"]["seconds"] == {f"mnist/{k}": pytest.approx(v) for k, v in secs.items()}
     assert f"| {secs['xnor']:.0f} / {secs['bnn']:.0f} |" in line
     assert "wall s per run (method / baseline)" in md
+    nas = {"method_run": "nas/bnas", "baseline_run": "nas/handmade",
+           "extras": {"seconds": {"nas/bnas": 310.4, "nas/handmade": 162.0},
+                      "search_seconds": {"nas/bnas": 205.9}}}
+    assert bc._wall_text(nas) == "310 / 162; search 206 / -"
+    assert bc._wall_text({**nas, "extras": {}}) is None
     assert "Claims that hold: 0 of 2; missing: 1." in md
 
 
