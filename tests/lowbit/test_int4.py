@@ -110,8 +110,12 @@ def test_packed_op_support_in_both_runtimes(op, mnist_lowbit):
     if op == "CONV_2D":
         layout = np.transpose(ints, (1, 2, 3, 0)) * scale             # (kh, kw, cin, cout)
         np.testing.assert_allclose(layout, wq, rtol=1e-6, atol=1e-7)
-        k = (ints.reshape(len(scale), -1) / np.transpose(trained, (3, 0, 1, 2)).reshape(len(scale), -1))
-        assert np.all(np.isnan(k) | (k == np.round(k)))             # integer multiples (k_c)
+        stored = ints.reshape(len(scale), -1)
+        per_channel = np.transpose(trained, (3, 0, 1, 2)).reshape(len(scale), -1)
+        assert np.all(stored[per_channel == 0] == 0)                 # zero stays zero
+        nonzero = per_channel != 0
+        k = stored[nonzero] / per_channel[nonzero]
+        assert np.all(k == np.round(k))                              # integer multiples (k_c)
     elif op == "DEPTHWISE_CONV_2D":
         np.testing.assert_allclose(ints[0] * scale, wq.reshape(wq.shape[0], wq.shape[1], -1),
                                    rtol=1e-6, atol=1e-7)
