@@ -19,6 +19,7 @@ derived networks train on the 10000 images.
     python tools/bench_nas.py --task detection   # BDetNAS on multi-digit MNIST (~20 min)
     python tools/bench_nas.py --task detection --det-head detection2   # two-scale head
     python tools/bench_nas.py --methods pcdarts,abanditnas,evolution --name nas_others
+    python tools/bench_nas.py --methods pcdarts,idarts --name nas_idarts   # ~13 min
 """
 
 import argparse
