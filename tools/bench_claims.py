@@ -26,6 +26,7 @@ split) is recorded every epoch; the table shows its gain over the last third of 
 """
 
 import argparse
+import collections
 import functools
 import hashlib
 import json
@@ -345,11 +346,7 @@ def _run_cpu():
 def run_cpus(records):
     """``{cpu model: number of records}``; records made before runs kept their CPU count
     under ``"not recorded"``."""
-    counts = {}
-    for rec in records:
-        cpu = rec.get("cpu", "not recorded")
-        counts[cpu] = counts.get(cpu, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(collections.Counter(r.get("cpu", "not recorded") for r in records).items()))
 
 
 def write_record(path, rec):
@@ -1023,11 +1020,12 @@ def _pm(mean, std, scale):
 
 def _wall_text(row):
     """``"method / baseline"``: mean wall seconds of one run of each arm (None where unknown)."""
-    secs = (row.get("extras") or {}).get("seconds", {})
+    extras = row.get("extras") or {}
+    secs = extras.get("seconds", {})
     if row["method_run"] not in secs or row["baseline_run"] not in secs:
         return None
     text = f"{secs[row['method_run']]:.0f} / {secs[row['baseline_run']]:.0f}"
-    search = (row.get("extras") or {}).get("search_seconds")
+    search = extras.get("search_seconds")
     if search:
         text += "; search " + " / ".join(
             f"{search[r]:.0f}" if r in search else "-"
